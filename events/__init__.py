@@ -1,0 +1,1 @@
+"""Pure event contracts and time primitives shared by features, labels and streams."""
