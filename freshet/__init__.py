@@ -1,0 +1,1 @@
+"""freshet operations: settings, CLI, the local Kafka launcher, topics, generator."""

@@ -1,0 +1,231 @@
+"""Settings from ``FRESHET_*`` environment variables, validated once at start-up.
+
+Every setting has a default that works against the local broker started by
+``freshet kafka start``. :meth:`Settings.from_env` reports *all* problems at once,
+each naming the variable and what to put there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+#: Logical topic names (as used in code) -> default topic names on the broker.
+DEFAULT_TOPICS: dict[str, str] = {
+    "clicks": "clicks",
+    "predictions": "predictions",
+    "features_user": "features.user",
+    "features_item": "features.item",
+    "labels": "labels",
+    "training_examples": "training-examples",
+    "model_metrics": "model-metrics",
+    "label_watermarks": "label-watermarks",
+    "late_clicks": "labels.late-clicks",
+    "unattributed_clicks": "clicks.unattributed",
+    "dead_letters": "dead-letters",
+}
+
+#: Topics that hold latest-value-per-key records and are created compacted.
+COMPACTED_TOPICS = frozenset({"features_user", "features_item"})
+
+LABEL_MODES = ("wait", "early_negative", "observe_then_correct")
+STORES = ("rocksdb", "memory")
+GUARANTEES = ("at_least_once", "exactly_once")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class SettingsError(ValueError):
+    """Start-up settings that cannot work; the message lists what to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a freshet process needs to know, in one validated object."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    app_id: str = "freshet"
+    topic_prefix: str = ""
+    topics: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TOPICS))
+    partitions: int = 4
+    replication_factor: int = 1
+    allowed_lateness_ms: int = 5_000
+    idle_advance_ms: int = 10_000
+    label_window_ms: int = 1_800_000
+    label_skew_ms: int = 5_000
+    label_mode: str = "wait"
+    label_observe_ms: int = 60_000
+    ctr_prior_clicks: float = 1.0
+    ctr_prior_non_clicks: float = 19.0
+    store: str = "rocksdb"
+    data_dir: Path = Path("var")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+    processing_guarantee: str = "at_least_once"
+    commit_interval_ms: int = 1_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SettingsError(_report(problems))
+
+    def problems(self) -> list[str]:
+        """Every inconsistency, as 'FRESHET_X: what is wrong and what to do'."""
+        out: list[str] = []
+
+        def need(ok: bool, var: str, msg: str) -> None:
+            if not ok:
+                out.append(f"FRESHET_{var}: {msg}")
+
+        hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
+        need(
+            bool(hosts) and all(re.fullmatch(r"[^\s:]+:\d{1,5}", h) for h in hosts),
+            "KAFKA_BOOTSTRAP",
+            f"{self.bootstrap_servers!r} is not a comma-separated list of host:port",
+        )
+        need(bool(re.fullmatch(r"[A-Za-z0-9._-]{1,100}", self.app_id)), "APP_ID",
+             f"{self.app_id!r} must be 1-100 of letters, digits, '.', '_' or '-'")
+        for logical, name in self.topics.items():
+            need(bool(_TOPIC_RE.fullmatch(self.topic_prefix + name)),
+                 f"TOPIC_{logical.upper()}",
+                 f"{self.topic_prefix + name!r} is not a valid Kafka topic name")
+        need(1 <= self.partitions <= 1024, "PARTITIONS", "must be between 1 and 1024")
+        need(self.replication_factor >= 1, "REPLICATION_FACTOR", "must be at least 1")
+        need(self.allowed_lateness_ms >= 0, "ALLOWED_LATENESS_MS", "must be >= 0")
+        need(self.idle_advance_ms > 0, "IDLE_ADVANCE_MS", "must be > 0")
+        need(self.label_window_ms > 0, "LABEL_WINDOW_MS", "must be > 0")
+        need(self.label_skew_ms >= 0, "LABEL_SKEW_MS", "must be >= 0")
+        need(self.label_mode in LABEL_MODES, "LABEL_MODE", f"must be one of {LABEL_MODES}")
+        need(0 < self.label_observe_ms < self.label_window_ms, "LABEL_OBSERVE_MS",
+             "must be > 0 and shorter than FRESHET_LABEL_WINDOW_MS")
+        need(self.ctr_prior_clicks >= 0, "CTR_PRIOR_CLICKS", "must be >= 0")
+        need(self.ctr_prior_non_clicks >= 0, "CTR_PRIOR_NON_CLICKS", "must be >= 0")
+        need(self.ctr_prior_clicks + self.ctr_prior_non_clicks > 0, "CTR_PRIOR_NON_CLICKS",
+             "the two CTR priors must not both be 0")
+        need(self.store in STORES, "STORE", f"must be one of {STORES}")
+        need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
+        need(self.processing_guarantee in GUARANTEES, "PROCESSING_GUARANTEE",
+             f"must be one of {GUARANTEES}")
+        need(self.commit_interval_ms > 0, "COMMIT_INTERVAL_MS", "must be > 0")
+        need(self.security_protocol in SECURITY_PROTOCOLS, "KAFKA_SECURITY_PROTOCOL",
+             f"must be one of {SECURITY_PROTOCOLS}")
+        if self.security_protocol.startswith("SASL"):
+            need(self.sasl_mechanism in SASL_MECHANISMS, "KAFKA_SASL_MECHANISM",
+                 f"must be one of {SASL_MECHANISMS}")
+            need(bool(self.sasl_username and self.sasl_password), "KAFKA_SASL_USERNAME",
+                 "SASL needs FRESHET_KAFKA_SASL_USERNAME and FRESHET_KAFKA_SASL_PASSWORD")
+        if self.ssl_cafile:
+            need(Path(self.ssl_cafile).is_file(), "KAFKA_SSL_CAFILE",
+                 f"{self.ssl_cafile!r} is not a readable file")
+        need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL",
+             "must be DEBUG, INFO, WARNING or ERROR")
+        return out
+
+    def topic(self, logical: str) -> str:
+        """The broker topic name for a logical topic (prefix applied)."""
+        return self.topic_prefix + self.topics[logical]
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) connection settings, security included."""
+        conf = {"bootstrap.servers": self.bootstrap_servers,
+                "security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            conf.update({"sasl.mechanism": self.sasl_mechanism,
+                         "sasl.username": self.sasl_username,
+                         "sasl.password": self.sasl_password})
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        return conf
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``FRESHET_*`` variables (unset ones keep their defaults)."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            if f.name == "topics":
+                continue
+            var = _ENV_NAMES.get(f.name, f.name.upper())
+            raw = env.get(f"FRESHET_{var}")
+            if raw is None or raw == "":
+                continue
+            conv = _converter(f.type)
+            try:
+                kwargs[f.name] = conv(raw)
+            except ValueError:
+                problems.append(f"FRESHET_{var}: {raw!r} is not a valid {_type_name(f.type)}")
+        topics = dict(DEFAULT_TOPICS)
+        for logical in DEFAULT_TOPICS:
+            raw = env.get(f"FRESHET_TOPIC_{logical.upper()}")
+            if raw:
+                topics[logical] = raw
+        kwargs["topics"] = topics
+        if problems:
+            raise SettingsError(_report(problems))
+        return cls(**kwargs)
+
+
+_ENV_NAMES = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP",
+    "security_protocol": "KAFKA_SECURITY_PROTOCOL",
+    "sasl_mechanism": "KAFKA_SASL_MECHANISM",
+    "sasl_username": "KAFKA_SASL_USERNAME",
+    "sasl_password": "KAFKA_SASL_PASSWORD",
+    "ssl_cafile": "KAFKA_SSL_CAFILE",
+}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a settings field."""
+    if field_name == "topics":
+        return "FRESHET_TOPIC_<NAME>"
+    return "FRESHET_" + _ENV_NAMES.get(field_name, field_name.upper())
+
+
+def _to_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _converter(type_name: Any) -> Callable[[str], Any]:
+    name = str(type_name)
+    if name == "int":
+        return lambda s: int(s.strip().replace("_", ""))
+    if name == "float":
+        return float
+    if name == "bool":
+        return _to_bool
+    if name == "Path":
+        return Path
+    return str
+
+
+def _type_name(type_name: Any) -> str:
+    return {"int": "integer", "float": "number", "bool": "boolean (true/false)",
+            "Path": "path"}.get(str(type_name), "string")
+
+
+def _report(problems: list[str]) -> str:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"invalid freshet settings ({len(problems)} to fix):\n{lines}"

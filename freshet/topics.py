@@ -1,0 +1,72 @@
+"""Create freshet's topics explicitly (the brokers we start never auto-create them)."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from freshet.settings import COMPACTED_TOPICS, DEFAULT_TOPICS, Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicError(RuntimeError):
+    """A topic exists with a layout freshet cannot use, or could not be created."""
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """One ``NewTopic`` per logical topic, with the configured partitions."""
+    specs = []
+    for logical in DEFAULT_TOPICS:
+        config = {"cleanup.policy": "compact"} if logical in COMPACTED_TOPICS else {}
+        specs.append(NewTopic(settings.topic(logical), num_partitions=settings.partitions,
+                              replication_factor=settings.replication_factor, config=config))
+    return specs
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
+    """Create missing topics; check existing input topics have the expected partitions.
+
+    Returns topic name -> "created" or "exists".
+    """
+    admin = AdminClient(settings.kafka_client_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = topic_specs(settings)
+    result: dict[str, str] = {}
+    missing = [t for t in wanted if t.topic not in existing]
+    if missing:
+        futures = admin.create_topics(missing, operation_timeout=timeout_s,
+                                      request_timeout=timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise TopicError(f"could not create topic {name!r}: {exc}") from exc
+                result[name] = "exists"
+    for spec in wanted:
+        if spec.topic in existing:
+            result[spec.topic] = "exists"
+            have = len(existing[spec.topic].partitions)
+            if spec.topic in (settings.topic("clicks"), settings.topic("predictions")) \
+                    and have != settings.partitions:
+                raise TopicError(
+                    f"topic {spec.topic!r} has {have} partitions but FRESHET_PARTITIONS is "
+                    f"{settings.partitions}; the input topics must be co-partitioned with the "
+                    "state tables: set FRESHET_PARTITIONS={have} or recreate the topic")
+    log.info("topics ready: %s", ", ".join(sorted(result)))
+    return result
+
+
+def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
+    """Delete topics by name (used by tests to clean up their own topics)."""
+    admin = AdminClient(settings.kafka_client_config())
+    for fut in admin.delete_topics(names, operation_timeout=timeout_s).values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise

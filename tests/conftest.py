@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Kafka broker for the integration tests.
+
+Broker choice, in order: ``FRESHET_KAFKA_BOOTSTRAP`` when set; else a testcontainers
+``apache/kafka`` when a Docker engine answers; else the project's own launcher
+(``freshet.kafka_local``) on 127.0.0.1:29092 with data under ``var/kafka-test``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_IMAGE = "apache/kafka:4.3.1"
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap address of a real Kafka broker for this test session."""
+    env = os.environ.get("FRESHET_KAFKA_BOOTSTRAP")
+    if env:
+        yield env
+        return
+    if _docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from freshet.kafka_local import LocalKafka
+
+    kafka = LocalKafka(home=ROOT / "var" / "kafka-test", port=29092)
+    started_here = kafka.pid() is None
+    if started_here and kafka.home.exists():
+        shutil.rmtree(kafka.home)  # a fresh broker per session: no stale topics
+    kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        if started_here:
+            kafka.stop()
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A topic/app-id prefix of this test's own, so broker tests never share topics."""
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
