@@ -1,0 +1,164 @@
+"""The ``freshet`` command line: one entry point for every operation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from freshet.settings import Settings, SettingsError
+
+log = logging.getLogger("freshet")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"freshet: {exc}") from None
+
+
+def _local_kafka(settings: Settings):  # type: ignore[no-untyped-def]
+    from freshet.kafka_local import LocalKafka
+
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(
+            f"freshet: FRESHET_KAFKA_BOOTSTRAP={settings.bootstrap_servers} is not a local "
+            "address; the local launcher only runs a broker on 127.0.0.1")
+    return LocalKafka(home=(settings.data_dir / "kafka").resolve(), port=int(port))
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from freshet.kafka_local import LauncherError
+
+    settings = _settings()
+    kafka = _local_kafka(settings)
+    try:
+        if args.action == "start":
+            pid = kafka.start()
+            print(f"Apache Kafka {kafka.status()['version']} running on {kafka.bootstrap} "
+                  f"(pid {pid}, data in {kafka.home})")
+        elif args.action == "stop":
+            print("stopped" if kafka.stop() else "not running")
+        else:
+            status = kafka.status()
+            print(json.dumps(status, indent=2))
+            return 0 if status["running"] else 3
+    except LauncherError as exc:
+        print(f"freshet kafka {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from freshet.topics import create_topics
+
+    for name, state in sorted(create_topics(_settings()).items()):
+        print(f"{name}: {state}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    sys.argv = ["freshet", "worker", "--loglevel", args.loglevel or settings.log_level]
+    app.main()
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from freshet.generator import GeneratorConfig, generate, write_jsonl
+
+    config = GeneratorConfig(seed=args.seed, users=args.users, items=args.items,
+                             predictions=args.predictions,
+                             malformed_fraction=args.malformed_fraction)
+    if args.to == "jsonl":
+        counts = write_jsonl(generate(config), Path(args.out))
+        print(json.dumps({"out": args.out, **counts}))
+        return 0
+    from freshet.producer import produce
+
+    settings = _settings()
+    topics = {name: settings.topic(name) for name in ("clicks", "predictions")}
+    sent = produce(generate(config), settings.bootstrap_servers, topics=topics, rate=args.rate,
+                   extra_config=settings.kafka_client_config())
+    print(json.dumps({"produced": sent, "bootstrap": settings.bootstrap_servers}))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from freshet.demo import run_demo
+
+    return run_demo(_settings(), duration_s=args.duration, rate=args.rate, seed=args.seed,
+                    keep_kafka=args.keep_kafka)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from freshet.settings import env_name
+
+    settings = _settings()
+    for key, value in asdict(settings).items():
+        shown = "***" if key == "sasl_password" and value else value
+        print(f"{env_name(key):36} {shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="freshet", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("kafka", help="start/stop/status of the local Apache Kafka (KRaft)")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("topics", help="create freshet's topics on the broker")
+    p.add_argument("action", choices=("create",))
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("worker", help="run a stream worker (same as faust -A streams.app worker)")
+    p.add_argument("--loglevel", default=None)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("generate", help="generate a seeded event log (to Kafka or JSONL)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--items", type=int, default=100)
+    p.add_argument("--predictions", type=int, default=5_000)
+    p.add_argument("--malformed-fraction", type=float, default=0.0)
+    p.add_argument("--to", choices=("kafka", "jsonl"), default="kafka")
+    p.add_argument("--out", default="var/events", help="folder for --to jsonl")
+    p.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("run", help="local broker + topics + worker + generator, live summary")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    p.add_argument("--rate", type=float, default=2_000.0, help="generator events/s")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("settings", help="show the effective FRESHET_* settings")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``freshet`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""The Faust application: ``create_app(settings)`` wires topics, tables and agents.
+
+There is no import-time app: ``faust -A streams.app worker`` reaches the module
+attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from features.catalog import first_feature_catalog
+from freshet.settings import Settings
+from streams.metrics import register_metrics_view
+from streams.processor import FeatureProcessor, InputRecord
+from streams.state import KeyedState
+
+log = logging.getLogger(__name__)
+
+#: Largest batch the agent takes at once, and how long it waits to fill one.
+BATCH_MAX = 2_000
+BATCH_WITHIN_S = 0.02
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust ``App`` keyword arguments for the given settings."""
+    conf: dict[str, Any] = {
+        "broker": ";".join(f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")),
+        "store": f"freshet-{settings.store}://",
+        "datadir": str(settings.data_dir / "faust" / settings.app_id),
+        "web_enabled": settings.web_enabled,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "web_host": settings.web_host,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_allow_declare": True,
+        "processing_guarantee": settings.processing_guarantee,
+        "broker_commit_interval": settings.commit_interval_ms / 1000.0,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "autodiscover": False,
+        "table_standby_replicas": 0,
+        "logging_config": None,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        conf["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=_ssl_context(settings) if settings.security_protocol == "SASL_SSL"
+            else None,
+        )
+    elif settings.security_protocol == "SSL":
+        conf["broker_credentials"] = _ssl_context(settings)
+    return conf
+
+
+def _ssl_context(settings: Settings) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=settings.ssl_cafile or None)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build a Faust app with freshet's topics, state table, agent and web views."""
+    (settings.data_dir / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.app_id, **faust_config(settings))
+    catalog = first_feature_catalog()
+    user_features = catalog.user
+
+    inputs = app.topic(settings.topic("clicks"), settings.topic("predictions"),
+                       key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    outputs = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
+               for name in ("features_user", "dead_letters")}
+    source_of = {settings.topic("clicks"): "clicks",
+                 settings.topic("predictions"): "predictions"}
+
+    table = app.Table(user_features.state_name, default=None, partitions=settings.partitions,
+                      key_type=str, value_type=bytes)
+    user_state = KeyedState(table)
+    processor = FeatureProcessor(user_features, user_state.get, settings.allowed_lateness_ms)
+    app.freshet_processor = processor  # type: ignore[attr-defined]
+    app.freshet_settings = settings  # type: ignore[attr-defined]
+
+    async def features_agent(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            batch = [_input_record(ev, source_of) for ev in events]
+            result = processor.process(batch)
+            for (partition, key), value in result.writes.items():
+                user_state.put(partition, key, value)
+            for out in result.outputs:
+                await outputs[out.topic].send(key=out.key, value=out.value)
+
+    app.agent(inputs, name="freshet-features")(features_agent)
+    register_metrics_view(app, processor)
+    return app
+
+
+def _input_record(event: EventT, source_of: dict[str, str]) -> InputRecord:
+    msg = event.message
+    return InputRecord(source=source_of[msg.topic], topic=msg.topic, partition=msg.partition,
+                       offset=msg.offset, key=msg.key, value=msg.value)
+
+
+_app: faust.App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``app`` lazily, so that ``faust -A streams.app`` works without a singleton."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app(Settings.from_env())
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,58 @@
+"""Settings: defaults work locally; every bad value is reported with its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from freshet.settings import DEFAULT_TOPICS, Settings, SettingsError
+
+
+def test_defaults_point_at_the_local_broker() -> None:
+    s = Settings.from_env({})
+    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.topic("features_user") == "features.user"
+    assert s.store == "rocksdb" or s.store == "memory"
+
+
+def test_env_overrides_and_prefix() -> None:
+    s = Settings.from_env({"FRESHET_KAFKA_BOOTSTRAP": "10.0.0.1:9092,10.0.0.2:9092",
+                           "FRESHET_PARTITIONS": "8", "FRESHET_TOPIC_PREFIX": "dev.",
+                           "FRESHET_TOPIC_CLICKS": "raw-clicks", "FRESHET_WEB_ENABLED": "no",
+                           "FRESHET_DATA_DIR": "/tmp/x", "FRESHET_CTR_PRIOR_CLICKS": "2.5"})
+    assert s.partitions == 8
+    assert s.topic("clicks") == "dev.raw-clicks"
+    assert s.topic("labels") == "dev.labels"
+    assert s.web_enabled is False
+    assert s.data_dir == Path("/tmp/x")
+    assert s.ctr_prior_clicks == 2.5
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"FRESHET_PARTITIONS": "four"}, "FRESHET_PARTITIONS: 'four' is not a valid integer"),
+    ({"FRESHET_PARTITIONS": "0"}, "FRESHET_PARTITIONS: must be between 1 and 1024"),
+    ({"FRESHET_KAFKA_BOOTSTRAP": "localhost"}, "FRESHET_KAFKA_BOOTSTRAP:"),
+    ({"FRESHET_LABEL_MODE": "later"}, "FRESHET_LABEL_MODE: must be one of"),
+    ({"FRESHET_STORE": "redis"}, "FRESHET_STORE: must be one of"),
+    ({"FRESHET_TOPIC_LABELS": "bad name!"}, "FRESHET_TOPIC_LABELS:"),
+    ({"FRESHET_LABEL_OBSERVE_MS": "999999999"}, "FRESHET_LABEL_OBSERVE_MS:"),
+    ({"FRESHET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FRESHET_KAFKA_SASL_USERNAME:"),
+    ({"FRESHET_WEB_ENABLED": "maybe"}, "FRESHET_WEB_ENABLED: 'maybe' is not a valid boolean"),
+])
+def test_invalid_settings_say_what_to_fix(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert needle in str(err.value)
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"FRESHET_PARTITIONS": "0", "FRESHET_WEB_PORT": "70000"})
+    assert "2 to fix" in str(err.value)
+
+
+def test_every_logical_topic_has_an_env_override() -> None:
+    env = {f"FRESHET_TOPIC_{k.upper()}": f"x-{k}" for k in DEFAULT_TOPICS}
+    s = Settings.from_env(env)
+    assert all(s.topic(k) == f"x-{k}" for k in DEFAULT_TOPICS)

@@ -1,0 +1,168 @@
+"""Helpers for broker tests: produce a log with its offsets, run a worker, consume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from freshet.generator import GeneratedRecord
+from freshet.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A generated record and where the broker put it."""
+
+    record: GeneratedRecord
+    partition: int
+    offset: int
+
+
+def produce_log(settings: Settings, records: Iterable[GeneratedRecord]) -> list[Produced]:
+    """Produce records in order (Java-compatible murmur2 partitioning); return offsets."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers,
+                         "partitioner": "murmur2_random", "enable.idempotence": True,
+                         "linger.ms": 5})
+    out: list[Produced | None] = []
+    errors: list[str] = []
+
+    def on_delivery(index: int, rec: GeneratedRecord) -> Callable[[Any, Any], None]:
+        def cb(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                out[index] = Produced(rec, msg.partition(), msg.offset())
+        return cb
+
+    for i, rec in enumerate(records):
+        out.append(None)
+        producer.produce(settings.topic(rec.topic), key=rec.key, value=rec.value,
+                         on_delivery=on_delivery(i, rec))
+        producer.poll(0)
+    producer.flush(30)
+    assert not errors, errors
+    assert all(p is not None for p in out)
+    return [p for p in out if p is not None]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` in a worker process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
+    env.update({
+        "FRESHET_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        "FRESHET_APP_ID": settings.app_id,
+        "FRESHET_TOPIC_PREFIX": settings.topic_prefix,
+        "FRESHET_PARTITIONS": str(settings.partitions),
+        "FRESHET_DATA_DIR": str(settings.data_dir),
+        "FRESHET_WEB_PORT": str(settings.web_port),
+        "FRESHET_STORE": settings.store,
+        "FRESHET_ALLOWED_LATENESS_MS": str(settings.allowed_lateness_ms),
+        "FRESHET_IDLE_ADVANCE_MS": str(settings.idle_advance_ms),
+        "FRESHET_LABEL_WINDOW_MS": str(settings.label_window_ms),
+        "FRESHET_LABEL_SKEW_MS": str(settings.label_skew_ms),
+        "FRESHET_LABEL_MODE": settings.label_mode,
+        "FRESHET_LABEL_OBSERVE_MS": str(settings.label_observe_ms),
+        "FRESHET_COMMIT_INTERVAL_MS": str(settings.commit_interval_ms),
+    })
+    return env
+
+
+def stats(settings: Settings) -> dict[str, Any] | None:
+    """The worker's ``/stats`` counters, or None while it is not serving."""
+    try:
+        url = f"http://127.0.0.1:{settings.web_port}/stats"
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+    except OSError:
+        return None
+
+
+class Worker:
+    """A ``freshet worker`` subprocess this test started (ended by its own PID)."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
+        self.proc = subprocess.Popen([sys.executable, "-m", "freshet.cli", "worker"],
+                                     cwd=ROOT, env=settings_env(self.settings),
+                                     stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while stats(self.settings) is None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not serving after {timeout_s}s:\n{self.log_tail()}")
+            time.sleep(0.3)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@contextmanager
+def running_worker(settings: Settings, log_path: Path) -> Iterator[Worker]:
+    worker = Worker(settings, log_path)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def consume(settings: Settings, logical_topics: list[str],
+            done: Callable[[dict[str, list[Any]]], bool], timeout_s: float = 120,
+            worker: Worker | None = None) -> dict[str, list[Any]]:
+    """Read topics from the start until ``done(records_by_logical_topic)`` or timeout."""
+    names = {settings.topic(t): t for t in logical_topics}
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
+                         "group.id": settings.app_id + "-test-reader",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed",
+                         "fetch.queue.backoff.ms": 10})
+    consumer.subscribe(list(names))
+    got: dict[str, list[Any]] = {t: [] for t in logical_topics}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(got):
+            if time.monotonic() > deadline:
+                tail = worker.log_tail() if worker else ""
+                sizes = {k: len(v) for k, v in got.items()}
+                raise AssertionError(f"timed out; got {sizes}\nworker log:\n{tail}")
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is None:
+                    got[names[msg.topic()]].append(msg)
+    finally:
+        consumer.close()
+    return got
