@@ -12,11 +12,12 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from features.catalog import first_feature_catalog
+from features.catalog import Catalog, default_catalog
+from features.featureset import FeatureSet
 from freshet.settings import Settings
-from streams.metrics import register_metrics_view
-from streams.processor import FeatureProcessor, InputRecord
+from streams.processor import Counters, InputRecord, ItemProcessor, UserProcessor
 from streams.state import KeyedState
+from streams.views import register_views
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +67,52 @@ def _ssl_context(settings: Settings) -> Any:
     return ssl.create_default_context(cafile=settings.ssl_cafile or None)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build a Faust app with freshet's topics, state table, agent and web views."""
+def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
+    """Build a Faust app with freshet's topics, state tables, agents and web views."""
     (settings.data_dir / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **faust_config(settings))
-    catalog = first_feature_catalog()
-    user_features = catalog.user
+    catalog = catalog or default_catalog(settings.ctr_prior_clicks, settings.ctr_prior_non_clicks)
+    partitions = settings.partitions
 
     inputs = app.topic(settings.topic("clicks"), settings.topic("predictions"),
-                       key_type=bytes, value_type=bytes, partitions=settings.partitions)
+                       key_type=bytes, value_type=bytes, partitions=partitions)
+    repartition = app.topic(f"{settings.app_id}-items-repartition", key_type=bytes,
+                            value_type=bytes, partitions=partitions, internal=True)
     outputs = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
-               for name in ("features_user", "dead_letters")}
+               for name in ("features_user", "features_item", "dead_letters")}
+    outputs["items_repartition"] = repartition
     source_of = {settings.topic("clicks"): "clicks",
-                 settings.topic("predictions"): "predictions"}
+                 settings.topic("predictions"): "predictions",
+                 repartition.get_topic_name(): "items_repartition"}
 
-    table = app.Table(user_features.state_name, default=None, partitions=settings.partitions,
-                      key_type=str, value_type=bytes)
-    user_state = KeyedState(table)
-    processor = FeatureProcessor(user_features, user_state.get, settings.allowed_lateness_ms)
-    app.freshet_processor = processor  # type: ignore[attr-defined]
-    app.freshet_settings = settings  # type: ignore[attr-defined]
+    def table(features: FeatureSet) -> KeyedState:
+        return KeyedState(app.Table(features.state_name, default=None, partitions=partitions,
+                                    key_type=str, value_type=bytes))
 
-    async def features_agent(stream: faust.StreamT[bytes]) -> None:
+    user_state, item_state = table(catalog.user), table(catalog.item)
+    counters = Counters()
+    users = UserProcessor(catalog.user, user_state.get, settings.allowed_lateness_ms, counters)
+    items = ItemProcessor(catalog.item, item_state.get, counters)
+
+    async def run(stream: faust.StreamT[bytes], processor: UserProcessor | ItemProcessor,
+                  state: KeyedState) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = [_input_record(ev, source_of) for ev in events]
-            result = processor.process(batch)
+            result = processor.process([_input_record(ev, source_of) for ev in events])
             for (partition, key), value in result.writes.items():
-                user_state.put(partition, key, value)
+                state.put(partition, key, value)
             for out in result.outputs:
                 await outputs[out.topic].send(key=out.key, value=out.value)
 
-    app.agent(inputs, name="freshet-features")(features_agent)
-    register_metrics_view(app, processor)
+    async def user_agent(stream: faust.StreamT[bytes]) -> None:
+        await run(stream, users, user_state)
+
+    async def item_agent(stream: faust.StreamT[bytes]) -> None:
+        await run(stream, items, item_state)
+
+    app.agent(inputs, name="freshet-users")(user_agent)
+    app.agent(repartition, name="freshet-items")(item_agent)
+    register_views(app, counters, users.watermarks,
+                   {"user": (catalog.user, user_state), "item": (catalog.item, item_state)})
     return app
 
 

@@ -1,46 +1,62 @@
-"""The batch processor the Faust agent (and the replay runner) drive.
+"""The batch processors the Faust agents (and the replay runner) drive.
 
-It turns a batch of raw input records into state writes and output records, with no
+They turn a batch of raw input records into state writes and output records, with no
 Faust or Kafka in sight, so that the stream workers and ``freshet replay`` run
 exactly the same code. Per batch, each touched key's state is written once and its
 feature record published once (not once per event).
 
+Users live in the partition of the input topics (both keyed by ``user_id``). Items
+need the stream re-keyed by ``item_id``: the user side forwards every accepted event
+to the items repartition topic, and the item side applies it there.
+
 Exactly-once state under at-least-once delivery: every key's stored state remembers
-the last input offset it has applied per source topic. A record redelivered after a
-crash (its offset not yet committed) is recognised by that offset and not applied
-again; its key's current state and record are re-sent instead, so that nothing the
-crash cut off is lost and outputs stay idempotent (same key, same content).
+the last input offset it has applied per *provenance* (an input topic for users; an
+input topic and its partition for items, since a repartition partition merges all
+of them). A record redelivered after a crash (its offset not yet committed) is
+recognised by that offset and not applied again; its key's current state and record
+are re-sent instead, so that nothing the crash cut off is lost and outputs stay
+idempotent (same key, same content).
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from events.contracts import SCHEMA_VERSION, Click, ContractError, Prediction, decode_click, \
-    decode_prediction
+from events.contracts import (
+    SCHEMA_VERSION,
+    Click,
+    ContractError,
+    Prediction,
+    decode_click,
+    decode_prediction,
+    parse_click,
+    parse_prediction,
+)
 from events.timing import InputWatermark
 from features.featureset import FeatureSet
 
-log = logging.getLogger(__name__)
-
 SOURCES = ("clicks", "predictions")
-_DECODERS: dict[str, Callable[[bytes], Prediction | Click]] = {
+Event = Prediction | Click
+_DECODERS: dict[str, Callable[[bytes], Event]] = {
     "clicks": decode_click,
     "predictions": decode_prediction,
+}
+_PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "clicks": parse_click,
+    "predictions": parse_prediction,
 }
 
 
 @dataclass(slots=True)
 class InputRecord:
-    """One consumed Kafka record, as the processor needs it."""
+    """One consumed Kafka record, as the processors need it."""
 
-    source: str  # logical topic: "clicks" or "predictions"
+    source: str  # logical topic: "clicks", "predictions" or "items_repartition"
     topic: str  # the broker topic it came from
     partition: int
     offset: int
@@ -101,30 +117,65 @@ def dead_letter(rec: InputRecord, reason: str) -> Output:
     return Output("dead_letters", rec.key, orjson.dumps(body))
 
 
-class EntityStates:
-    """Decoded per-key state of one feature set, read through from the table."""
+class EntityUpdater:
+    """Applies events to one entity's states for one batch, with offset dedupe.
 
-    def __init__(self, features: FeatureSet, read: Callable[[str], bytes | None]) -> None:
+    Stored value per key: ``{"f": feature state, "o": {provenance: last offset}}``.
+    """
+
+    def __init__(self, features: FeatureSet, read: Callable[[str], bytes | None],
+                 output_topic: str, counters: Counters) -> None:
         self.features = features
-        self._read = read
+        self.read = read
+        self.output_topic = output_topic
+        self.counters = counters
+        self._dirty: dict[str, tuple[int, dict[str, Any]]] = {}
 
     def load(self, key: str) -> dict[str, Any]:
-        raw = self._read(key)
+        """The stored state of ``key`` (a fresh one when there is none)."""
+        raw = self.read(key)
         if raw is None:
             return {"f": self.features.new_state(), "o": {}}
         state: dict[str, Any] = orjson.loads(raw)
         return state
 
+    def apply(self, key: str, partition: int, provenance: str, offset: int, source: str,
+              event: Event) -> None:
+        """Apply one event unless its offset shows it was applied already."""
+        entry = self._dirty.get(key)
+        state = entry[1] if entry is not None else self.load(key)
+        applied = state["o"].get(provenance)
+        if applied is not None and offset <= applied:
+            self.counters.duplicates += 1  # redelivered after a crash: re-send, not re-apply
+        else:
+            self.features.update(state["f"], source, event)
+            state["o"][provenance] = offset
+        self._dirty[key] = (partition, state)
 
-class FeatureProcessor:
-    """Applies input batches to entity feature state; emits state writes and records."""
+    def finish(self, result: BatchResult) -> None:
+        """Add one state write and one feature record per touched key; reset."""
+        features = self.features
+        for key, (partition, state) in self._dirty.items():
+            result.writes[(partition, key)] = orjson.dumps(state)
+            record = features.record(key, state["f"])
+            record["source"] = {"partition": partition, **state["o"]}
+            result.outputs.append(Output(self.output_topic, key.encode(), orjson.dumps(record)))
+        published = self.counters.features_published
+        published[features.entity] = published.get(features.entity, 0) + len(self._dirty)
+        self._dirty = {}
 
-    def __init__(self, user_features: FeatureSet, read_user_state: Callable[[str], bytes | None],
-                 allowed_lateness_ms: int) -> None:
-        self.users = EntityStates(user_features, read_user_state)
+
+class UserProcessor:
+    """Input topics -> user features, dead letters, and events forwarded for items."""
+
+    def __init__(self, users: FeatureSet, read_user_state: Callable[[str], bytes | None],
+                 allowed_lateness_ms: int, counters: Counters | None = None,
+                 forward_items: bool = True) -> None:
+        self.counters = counters or Counters()
+        self.users = EntityUpdater(users, read_user_state, "features_user", self.counters)
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.forward_items = forward_items
         self.watermarks: dict[int, InputWatermark] = {}
-        self.counters = Counters()
 
     def watermark(self, partition: int) -> InputWatermark:
         """The partition's input watermark (created on first use)."""
@@ -136,41 +187,57 @@ class FeatureProcessor:
     def process(self, batch: Sequence[InputRecord]) -> BatchResult:
         """Apply a batch of input records in order; see the module docstring."""
         result = BatchResult()
-        dirty: dict[str, tuple[int, dict[str, Any]]] = {}
-        features = self.users.features
         counters = self.counters
+        outputs = result.outputs
+        users = self.users
         for rec in batch:
             counters.events[rec.source] += 1
             try:
                 event = _DECODERS[rec.source](rec.value)
             except ContractError as exc:
                 counters.dead_letters += 1
-                result.outputs.append(dead_letter(rec, exc.reason))
+                outputs.append(dead_letter(rec, exc.reason))
                 continue
             wm = self.watermark(rec.partition)
             if wm.is_late(event.ts):
                 counters.late_events += 1
                 counters.dead_letters += 1
-                result.outputs.append(dead_letter(
+                outputs.append(dead_letter(
                     rec, f"late event: ts {event.ts} is behind the watermark {wm.value_ms} "
                          f"(allowed lateness {self.allowed_lateness_ms} ms)"))
                 continue
             wm.observe(rec.source, event.ts)
-            key = features.key_of(rec.source, event)
-            entry = dirty.get(key)
-            state = entry[1] if entry is not None else self.users.load(key)
-            applied = state["o"].get(rec.source)
-            if applied is not None and rec.offset <= applied:
-                counters.duplicates += 1  # redelivered after a crash: re-send, not re-apply
-            else:
-                features.update(state["f"], rec.source, event)
-                state["o"][rec.source] = rec.offset
-            dirty[key] = (rec.partition, state)
-        published = counters.features_published
-        for key, (partition, state) in dirty.items():
-            result.writes[(partition, key)] = orjson.dumps(state)
-            record = features.record(key, state["f"])
-            record["source"] = {"partition": partition, **state["o"]}
-            result.outputs.append(Output("features_user", key.encode(), orjson.dumps(record)))
-            published[features.entity] = published.get(features.entity, 0) + 1
+            users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source, event)
+            if self.forward_items:
+                outputs.append(Output("items_repartition", event.item_id.encode(),
+                                      forward_envelope(rec, event)))
+        users.finish(result)
+        return result
+
+
+def forward_envelope(rec: InputRecord, event: Event) -> bytes:
+    """The repartition record of an accepted event: its provenance and the event."""
+    return orjson.dumps({"s": rec.source, "p": rec.partition, "o": rec.offset,
+                         "e": event.to_dict()})
+
+
+class ItemProcessor:
+    """Items repartition topic -> item features (state lives with the item key)."""
+
+    def __init__(self, items: FeatureSet, read_item_state: Callable[[str], bytes | None],
+                 counters: Counters) -> None:
+        self.counters = counters
+        self.items = EntityUpdater(items, read_item_state, "features_item", counters)
+
+    def process(self, batch: Sequence[InputRecord]) -> BatchResult:
+        """Apply a batch of forwarded events in order."""
+        result = BatchResult()
+        items = self.items
+        for rec in batch:
+            env = orjson.loads(rec.value)
+            source = env["s"]
+            event = _PARSERS[source](env["e"])
+            items.apply(event.item_id, rec.partition, f"{source}:{env['p']}", env["o"], source,
+                        event)
+        items.finish(result)
         return result

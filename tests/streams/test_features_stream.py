@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,7 +14,7 @@ from freshet.settings import Settings
 from freshet.topics import create_topics
 from tests.conftest import free_port
 from tests.streams import oracle
-from tests.streams.support import consume, produce_log, running_worker
+from tests.streams.support import Produced, consume, produce_log, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -26,67 +27,82 @@ def make_settings(bootstrap: str, prefix: str, data_dir: Path, **extra: str) -> 
     return Settings.from_env(env)
 
 
-def test_user_features_and_dead_letters_match_the_oracle(kafka_bootstrap: str,
-                                                        unique_prefix: str,
-                                                        tmp_path: Path) -> None:
+def all_features_done(by_entity: dict[str, dict[str, list[oracle.Event]]],
+                      min_dead_letters: int):  # type: ignore[no-untyped-def]
+    """A ``consume`` predicate: every key's last record covers all its events."""
+    want = {entity: {key: oracle.final_sources(entity, evs) for key, evs in keyed.items()}
+            for entity, keyed in by_entity.items()}
+
+    def done(got: dict[str, list[Any]]) -> bool:
+        if len(got.get("dead_letters", [])) < min_dead_letters:
+            return False
+        for entity, keyed in want.items():
+            latest = {}
+            for msg in got[f"features_{entity}"]:
+                rec = orjson.loads(msg.value())
+                latest[rec["id"]] = rec["source"]
+            for key, sources in keyed.items():
+                have = latest.get(key)
+                if have is None or any(have.get(k) != v for k, v in sources.items()):
+                    return False
+        return True
+
+    return done
+
+
+def check_feature_records(entity: str, msgs: list[Any],
+                          keyed: dict[str, list[oracle.Event]]) -> int:
+    """Every record equals the oracle for exactly the events it says it includes."""
+    compute = oracle.user_features if entity == "user" else oracle.item_features
+    for msg in msgs:
+        rec = orjson.loads(msg.value())
+        key = rec["id"]
+        assert msg.key() == key.encode()
+        assert rec["entity"] == entity and rec["schema_version"] == 1
+        inc = oracle.included(entity, keyed[key], rec["source"])
+        assert inc, rec
+        as_of, expected = compute(inc)
+        assert rec["as_of_ts"] == as_of, rec
+        assert oracle.same_features(rec["features"], expected), (rec["features"], expected)
+    return len(msgs)
+
+
+def check_dead_letters(settings: Settings, msgs: list[Any], log: list[Produced]) -> None:
+    """Dead letters are exactly the malformed records, each once, raw bytes intact."""
+    expected = {(p.record.topic, p.partition, p.offset): p for p in log
+                if p.record.malformed is not None}
+    seen = {}
+    for msg in msgs:
+        dl = orjson.loads(msg.value())
+        src = dl["source"]
+        key = (src["logical"], src["partition"], src["offset"])
+        assert key in expected, dl
+        assert key not in seen, f"dead letter twice: {key}"
+        seen[key] = dl
+        assert base64.b64decode(dl["value_b64"]) == expected[key].record.value
+        assert dl["reason"] and dl["schema_version"] == 1, dl
+        assert src["topic"] == settings.topic(src["logical"])
+    assert set(seen) == set(expected)
+
+
+def test_features_and_dead_letters_match_the_oracle(kafka_bootstrap: str, unique_prefix: str,
+                                                   tmp_path: Path) -> None:
     settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path)
     create_topics(settings)
     config = GeneratorConfig(seed=11, users=60, items=40, predictions=1_500,
                              malformed_fraction=0.03)
     records = list(generate(config))
-    malformed = [r for r in records if r.malformed is not None]
-    assert malformed, "the seeded log must contain malformed records"
+    n_malformed = sum(1 for r in records if r.malformed is not None)
+    assert n_malformed > 10, "the seeded log must contain malformed records"
 
     with running_worker(settings, tmp_path / "worker.log") as worker:
         log = produce_log(settings, records)
         events = oracle.valid_events(log)
         assert oracle.late_events(events, settings.allowed_lateness_ms) == []
-        by_user = oracle.events_by_user(events)
-        final_offsets = {
-            user: {src: max((e.offset for e in evs if e.source == src), default=None)
-                   for src in ("clicks", "predictions")}
-            for user, evs in by_user.items()}
+        keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
+        got = consume(settings, ["features_user", "features_item", "dead_letters"],
+                      all_features_done(keyed, n_malformed), worker=worker)
 
-        def done(got: dict[str, list]) -> bool:
-            if len(got["dead_letters"]) < len(malformed):
-                return False
-            latest = {}
-            for msg in got["features_user"]:
-                rec = orjson.loads(msg.value())
-                latest[rec["id"]] = rec["source"]
-            return all(
-                user in latest and all(latest[user].get(src) == off
-                                       for src, off in offs.items() if off is not None)
-                for user, offs in final_offsets.items())
-
-        got = consume(settings, ["features_user", "dead_letters"], done, worker=worker)
-
-    # Every published feature record equals the oracle for exactly the events it says
-    # it includes (its source offsets), and its key is its user.
-    for msg in got["features_user"]:
-        rec = orjson.loads(msg.value())
-        user = rec["id"]
-        assert msg.key() == user.encode()
-        assert rec["entity"] == "user" and rec["schema_version"] == 1
-        mine = by_user[user]
-        assert {e.partition for e in mine} == {rec["source"]["partition"]}
-        inc = oracle.included(mine, rec["source"])
-        as_of, expected = oracle.user_features(inc)
-        assert rec["as_of_ts"] == as_of, rec
-        assert rec["features"] == expected, (rec, as_of)
-
-    # Dead letters: exactly the malformed records, each once, raw bytes intact.
-    expected_dl = {(p.record.topic, p.partition, p.offset): p for p in log
-                   if p.record.malformed is not None}
-    seen = {}
-    for msg in got["dead_letters"]:
-        dl = orjson.loads(msg.value())
-        src = dl["source"]
-        key = (src["logical"], src["partition"], src["offset"])
-        assert key in expected_dl, dl
-        assert key not in seen, f"dead letter twice: {key}"
-        seen[key] = dl
-        assert base64.b64decode(dl["value_b64"]) == expected_dl[key].record.value
-        assert dl["reason"], dl
-        assert src["topic"] == settings.topic(src["logical"])
-    assert set(seen) == set(expected_dl)
+    assert check_feature_records("user", got["features_user"], keyed["user"]) >= 60
+    assert check_feature_records("item", got["features_item"], keyed["item"]) >= 40
+    check_dead_letters(settings, got["dead_letters"], log)
