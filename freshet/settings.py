@@ -65,6 +65,7 @@ class Settings:
     store: str = "rocksdb"
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
+    web_bind: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
     processing_guarantee: str = "at_least_once"

@@ -34,7 +34,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "datadir": str(settings.data_dir / "faust" / settings.app_id),
         "web_enabled": settings.web_enabled,
         "web_port": settings.web_port,
-        "web_bind": settings.web_host,
+        "web_bind": settings.web_bind,
         "web_host": settings.web_host,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,

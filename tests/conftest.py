@@ -2,7 +2,7 @@
 
 Broker choice, in order: ``FRESHET_KAFKA_BOOTSTRAP`` when set; else a testcontainers
 ``apache/kafka`` when a Docker engine answers; else the project's own launcher
-(``freshet.kafka_local``) on 127.0.0.1:29092 with data under ``var/kafka-test``.
+(``freshet.kafka_local``) on free 127.0.0.1 ports with data under ``var/kafka-test-<port>``.
 """
 
 from __future__ import annotations
@@ -47,22 +47,37 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     from freshet.kafka_local import LocalKafka
 
-    kafka = LocalKafka(home=ROOT / "var" / "kafka-test", port=29092)
-    started_here = kafka.pid() is None
-    if started_here and kafka.home.exists():
-        shutil.rmtree(kafka.home)  # a fresh broker per session: no stale topics
+    # A broker of this session's own (own folder, own ports): concurrent sessions
+    # never share, stop or wipe each other's broker.
+    port = _free_port_pair()
+    kafka = LocalKafka(home=ROOT / "var" / f"kafka-test-{port}", port=port)
+    shutil.rmtree(kafka.home, ignore_errors=True)
     kafka.start()
     try:
         yield kafka.bootstrap
     finally:
-        if started_here:
-            kafka.stop()
+        kafka.stop()
+        shutil.rmtree(kafka.home, ignore_errors=True)
 
 
 @pytest.fixture
 def unique_prefix() -> str:
     """A topic/app-id prefix of this test's own, so broker tests never share topics."""
     return f"t{uuid.uuid4().hex[:10]}-"
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 1 free on 127.0.0.1 (broker and controller)."""
+    for _ in range(100):
+        port = free_port()
+        if port < 65535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
 
 
 def free_port() -> int:
