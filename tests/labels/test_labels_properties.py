@@ -1,0 +1,383 @@
+"""Hypothesis properties of LabelMachine and an independent oracle (every mode).
+
+Shuffle bound: the shuffled run feeds events in order of ``ts + jitter`` with
+``0 <= jitter <= L`` and passes the watermark ``max(ts seen) - L``, so no event is ever
+behind the watermark it is processed with (the machine's order-independence premise).
+The reference run feeds events sorted by ``ts`` with watermark ``max(ts seen)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events.contracts import Click, Prediction
+from labels.config import MODES, LabelConfig
+from labels.machine import LabelMachine
+from labels.outputs import Output
+
+T0 = 1_700_000_000_000
+END = 2**62
+WINDOW, SKEW, OBSERVE, HORIZON = 1_000, 50, 200, 500
+ITEMS = ("i1", "i2", "i3")
+PROPS = settings(derandomize=True, max_examples=300, deadline=None)
+
+Event = Prediction | Click
+
+
+def config(mode: str) -> LabelConfig:
+    return LabelConfig(window_ms=WINDOW, skew_ms=SKEW, mode=mode, observe_ms=OBSERVE,
+                       late_horizon_ms=HORIZON)
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[Event]:
+    """A random log of one user: predictions (unique ids, unique request+item) and clicks.
+
+    Half the logs are "tight": predictions close together and every click near one
+    (within twice the skew), to exercise held clicks, skew and first-click races.
+    """
+    tight = draw(st.booleans())
+    preds: list[Prediction] = []
+    seen_request_items: set[tuple[str, str]] = set()
+    for n in range(draw(st.integers(0, 7))):
+        item = draw(st.sampled_from(ITEMS))
+        rid = f"r{draw(st.integers(0, 3))}"
+        if (rid, item) in seen_request_items:
+            rid = f"r-own-{n}"
+        seen_request_items.add((rid, item))
+        ts = T0 + draw(st.integers(0, 300 if tight else 3_000))
+        preds.append(Prediction(f"p{n}", rid, "u", item, "m", 0.5, ts))
+    near = st.integers(-2 * SKEW, 2 * SKEW)
+    spread = st.one_of(near, st.integers(-2 * SKEW, WINDOW + HORIZON + 100),
+                       st.sampled_from([-SKEW - 1, -SKEW, 0, OBSERVE, WINDOW - 1, WINDOW]))
+    hows = ["pid", "rid", "none", "bad_pid", "bad_rid", "pid_rid", "bad_pid_rid"]
+    clicks: list[Click] = []
+    for n in range(draw(st.integers(0, 9))):
+        p: Prediction | None = None
+        if preds and (tight or draw(st.booleans())):
+            p = draw(st.sampled_from(preds))
+            ts = p.ts + draw(near if tight else spread)
+            item = draw(st.sampled_from([p.item_id, p.item_id, p.item_id, *ITEMS]))
+            how = draw(st.sampled_from(hows))
+        else:
+            ts = T0 + draw(st.integers(-100, 4_500))
+            item = draw(st.sampled_from(ITEMS))
+            how = draw(st.sampled_from(["none", "bad_pid", "bad_rid"]))
+        pid = rid = None
+        if how in ("pid", "pid_rid") and p:
+            pid = p.prediction_id
+        elif how in ("bad_pid", "bad_pid_rid"):
+            pid = "px"
+        if how in ("rid", "pid_rid", "bad_pid_rid") and p:
+            rid = p.request_id
+        elif how == "bad_rid":
+            rid = "rx"
+        clicks.append(Click("u", item, ts, click_id=f"c{n}", request_id=rid, prediction_id=pid))
+    return [*preds, *clicks]
+
+
+@st.composite
+def races(draw: st.DrawFn) -> list[Event]:
+    """A click up to the skew before its prediction, racing later clicks on it.
+
+    A filler event between the early click and its prediction lets the watermark pass
+    the early click before the prediction arrives (the held-click path).
+    """
+    main = Prediction("pm", "rm", "u", "i1", "m", 0.5, T0 + 1_000)
+    events: list[Event] = [main]
+    early_ts = main.ts - draw(st.one_of(st.integers(0, SKEW), st.just(SKEW)))
+    how = draw(st.sampled_from(["pid", "rid", "pid_rid"]))
+    events.append(Click("u", "i1", early_ts, click_id="early",
+                        prediction_id="pm" if how != "rid" else None,
+                        request_id="rm" if how != "pid" else None))
+    filler_ts = draw(st.one_of(st.integers(early_ts, main.ts), st.just(main.ts)))
+    events.append(draw(st.sampled_from([
+        Prediction("pf", "rf", "u", "i2", "m", 0.5, filler_ts),
+        Click("u", "i2", filler_ts, click_id="filler"),
+    ])))
+    for n in range(draw(st.integers(1, 3))):
+        ts = main.ts + draw(st.integers(-SKEW, 2 * SKEW))
+        explicit = draw(st.booleans())
+        events.append(Click("u", "i1", ts, click_id=f"late{n}",
+                            prediction_id="pm" if explicit else None))
+    if draw(st.booleans()):
+        events.append(Prediction("p0", "r0", "u", "i1", "m", 0.5,
+                                 main.ts - draw(st.integers(1, 3 * SKEW))))
+    return events
+
+
+@st.composite
+def edges(draw: st.DrawFn) -> list[Event]:
+    """Clicks at the observation/window edges, some only attributable after their release."""
+    main = Prediction("pm", "rm", "u", "i1", "m", 0.5, T0 + 1_000)
+    events: list[Event] = [main]
+    offsets = [OBSERVE - 1, OBSERVE, WINDOW - SKEW, WINDOW - 1, WINDOW, WINDOW + HORIZON - 1]
+    for n in range(draw(st.integers(1, 3))):
+        ts = main.ts + draw(st.sampled_from(offsets))
+        how = draw(st.sampled_from(["none", "bad_pid", "bad_rid", "pid"]))
+        events.append(Click("u", "i1", ts, click_id=f"e{n}",
+                            prediction_id={"bad_pid": "px", "pid": "pm"}.get(how),
+                            request_id="rx" if how == "bad_rid" else None))
+    if draw(st.booleans()):  # same due: a released click and a later direct one
+        x = main.ts + draw(st.integers(0, 100))
+        events.append(Click("u", "i1", x, click_id="z-released", prediction_id="px"))
+        events.append(Click("u", "i1", x + SKEW, click_id="a-direct"))
+    if draw(st.booleans()):
+        events.append(Prediction("p2", "r2", "u", "i1", "m", 0.5,
+                                 main.ts + draw(st.sampled_from(offsets))))
+    return events
+
+
+ANY_LOG = st.one_of(logs(), races(), edges())
+
+
+def feed(machine: LabelMachine, state: dict[str, Any], event: Event, wm: int | None,
+         ) -> list[Output]:
+    if isinstance(event, Prediction):
+        return machine.on_prediction(state, event, wm, snapshot={"n": event.prediction_id})
+    return machine.on_click(state, event, wm)
+
+
+def run(mode: str, events: list[Event], lateness: int = 0, *, roundtrip: bool = False,
+        split: bool = False) -> tuple[list[Output], dict[str, Any]]:
+    """Feed ``events`` in the given order with watermark max(ts) - lateness, then END.
+
+    ``roundtrip``: the state goes through orjson between every call. ``split``: events are
+    fed without a watermark and on_watermark is called only when the next deadline is due,
+    the way the stream layer drives it.
+    """
+    m = LabelMachine(config(mode))
+    state = m.new_state()
+    out: list[Output] = []
+    max_ts: int | None = None
+    for event in events:
+        max_ts = event.ts if max_ts is None else max(max_ts, event.ts)
+        wm = max_ts - lateness
+        if split:
+            out += feed(m, state, event, None)
+            deadline = m.next_deadline_ms(state)
+            if deadline is not None and deadline <= wm:
+                out += m.on_watermark(state, wm)
+            else:
+                assert m.on_watermark(state, wm) == []
+        else:
+            out += feed(m, state, event, wm)
+        if roundtrip:
+            state = orjson.loads(orjson.dumps(state))
+    out += m.on_watermark(state, END)
+    assert m.is_empty(state)
+    return out, state
+
+
+def canonical(events: list[Event]) -> list[Event]:
+    return sorted(events, key=lambda e: e.ts)
+
+
+def shuffled(events: list[Event], jitters: list[int], ties: list[int]) -> list[Event]:
+    keyed = [(e.ts + j, t, i) for i, (e, j, t) in enumerate(zip(events, jitters, ties,
+                                                                  strict=True))]
+    return [events[i] for _, _, i in sorted(keyed)]
+
+
+def as_multiset(outputs: list[Output]) -> Counter[bytes]:
+    return Counter(orjson.dumps([o.kind, o.key, o.record], option=orjson.OPT_SORT_KEYS)
+                   for o in outputs)
+
+
+def labels_of(outputs: list[Output]) -> list[dict[str, Any]]:
+    return [o.record for o in outputs if o.kind == "label"]
+
+
+@st.composite
+def shuffles(draw: st.DrawFn, n: int) -> tuple[int, list[int], list[int]]:
+    lateness = draw(st.sampled_from([0, 1, SKEW, 3 * SKEW, WINDOW + SKEW]))
+    jitters = draw(st.lists(st.integers(0, lateness), min_size=n, max_size=n))
+    ties = draw(st.lists(st.integers(0, 1_000), min_size=n, max_size=n))
+    return lateness, jitters, ties
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG)
+def test_every_prediction_ends_with_exactly_one_final_label(mode: str, events: list[Event],
+                                                            ) -> None:
+    out, _ = run(mode, canonical(events))
+    finals = Counter(r["prediction_id"] for r in labels_of(out) if r["final"])
+    pids = {e.prediction_id for e in events if isinstance(e, Prediction)}
+    assert finals == Counter({pid: 1 for pid in pids})
+    examples = [o.record for o in out if o.kind == "training_example"]
+    assert len(examples) == len(pids)
+    for ex in examples:
+        assert ex["final"] and ex["freshet_features"] == {"n": ex["prediction_id"]}
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
+def test_label_versions_strictly_increase_and_final_is_last(mode: str, events: list[Event],
+                                                            data: st.DataObject) -> None:
+    lateness, jitters, ties = data.draw(shuffles(len(events)))
+    out, _ = run(mode, shuffled(events, jitters, ties), lateness)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for rec in labels_of(out):
+        assert all(rec["label_version"] > v for v in versions[rec["prediction_id"]])
+        versions[rec["prediction_id"]].append(rec["label_version"])
+        assert rec["label_ts"] >= rec["prediction_ts"]
+        assert rec["delay_ms"] is None or 0 <= rec["delay_ms"] < WINDOW
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
+    last = {r["prediction_id"]: r for r in labels_of(out)}
+    assert all(r["final"] for r in last.values())
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
+def test_outputs_do_not_depend_on_arrival_order_within_the_lateness(
+        mode: str, events: list[Event], data: st.DataObject) -> None:
+    lateness, jitters, ties = data.draw(shuffles(len(events)))
+    reference, _ = run(mode, canonical(events))
+    other, _ = run(mode, shuffled(events, jitters, ties), lateness)
+    assert as_multiset(other) == as_multiset(reference)
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
+def test_state_roundtrips_through_orjson_and_stream_driving_is_equivalent(
+        mode: str, events: list[Event], data: st.DataObject) -> None:
+    lateness, jitters, ties = data.draw(shuffles(len(events)))
+    order = shuffled(events, jitters, ties)
+    plain, _ = run(mode, order, lateness)
+    assert run(mode, order, lateness, roundtrip=True)[0] == plain
+    assert run(mode, order, lateness, split=True)[0] == plain
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG)
+def test_no_click_is_lost(mode: str, events: list[Event]) -> None:
+    out, _ = run(mode, canonical(events))
+    kinds = Counter(o.kind for o in out)
+    first_clicks = sum(1 for r in labels_of(out) if r["final"] and r["label"] == 1)
+    clicks = sum(1 for e in events if isinstance(e, Click))
+    assert first_clicks + kinds["late_click"] + kinds["extra_click"] + kinds["unattributed"] \
+        == clicks
+
+
+@PROPS
+@given(events=ANY_LOG)
+def test_state_is_empty_after_the_late_horizon(events: list[Event]) -> None:
+    m = LabelMachine(config("wait"))
+    state = m.new_state()
+    for event in canonical(events):
+        feed(m, state, event, event.ts)
+    last = max((e.ts for e in events), default=T0)
+    m.on_watermark(state, last + WINDOW + HORIZON + SKEW)
+    assert m.is_empty(state) and m.next_deadline_ms(state) is None
+    assert state["due"] == [] and state["open"] == [] and m.earliest_open_ts_ms(state) is None
+
+
+# -- oracle -------------------------------------------------------------------------------
+
+
+def oracle(events: list[Event]) -> dict[str, Any]:
+    """Each prediction's first click and every click's disposition, computed independently.
+
+    Plain-Python restatement of the documented rules over the whole log: attribution
+    tiers, skew, window and late horizon; a click attributed directly is taken at
+    ``max(click.ts + 1, pred.ts)`` (a held click is attributed when its prediction
+    arrives), a released one at ``click.ts + skew + 1``; the earliest taken in-window
+    click of a prediction is its first click.
+    """
+    preds = [e for e in events if isinstance(e, Prediction)]
+    clicks = [e for e in events if isinstance(e, Click)]
+
+    def remembered(p: Prediction, c: Click) -> bool:
+        return c.ts < p.ts + WINDOW + HORIZON
+
+    def explicit_ok(p: Prediction, c: Click) -> bool:
+        return p.ts - SKEW <= c.ts and remembered(p, c)
+
+    def latest(cands: list[Prediction]) -> Prediction | None:
+        return max(cands, key=lambda p: (p.ts, p.prediction_id), default=None)
+
+    def by_pid(c: Click) -> Prediction | None:
+        return latest([p for p in preds if p.prediction_id == c.prediction_id
+                       and explicit_ok(p, c)])
+
+    def by_rid(c: Click) -> Prediction | None:
+        return latest([p for p in preds if p.request_id == c.request_id
+                       and p.item_id == c.item_id and explicit_ok(p, c)])
+
+    def by_item(c: Click) -> Prediction | None:
+        return latest([p for p in preds if p.item_id == c.item_id and p.ts <= c.ts
+                       and remembered(p, c)])
+
+    hits: dict[str, list[tuple[int, int]]] = defaultdict(list)  # pid -> [(order, click ts)]
+    late: Counter[tuple[str, int]] = Counter()
+    unattributed: Counter[tuple[int, str]] = Counter()
+    for c in clicks:
+        if c.prediction_id is not None:
+            direct = by_pid(c)
+        elif c.request_id is not None:
+            direct = by_rid(c)
+        else:
+            direct = by_item(c)
+        if direct is not None:
+            target, order = direct, max(c.ts + 1, direct.ts)
+        else:  # released after the skew: every tier, in order
+            target = (c.request_id is not None and by_rid(c)) or by_item(c)
+            order = c.ts + SKEW + 1
+        if not target:
+            reason = ("unknown_prediction_id" if c.prediction_id is not None else
+                      "unknown_request_id" if c.request_id is not None else "no_prediction")
+            unattributed[(c.ts, reason)] += 1
+        elif c.ts >= target.ts + WINDOW:
+            late[(target.prediction_id, c.ts)] += 1
+        else:
+            hits[target.prediction_id].append((order, c.ts))
+    first = {p.prediction_id: min(hits[p.prediction_id])[1] if hits[p.prediction_id] else None
+             for p in preds}
+    extra = sum(max(0, len(v) - 1) for v in hits.values())
+    return {"preds": preds, "first": first, "late": late, "unattributed": unattributed,
+            "extra": extra}
+
+
+def expected_labels(mode: str, p: Prediction, first_ts: int | None) -> list[tuple]:
+    """(kind, label, version, final, label_ts, delay) of ``p``'s labels in ``mode``."""
+    at = None if first_ts is None else max(first_ts, p.ts)
+    delay = None if at is None else at - p.ts
+    close = p.ts + WINDOW
+    if mode == "wait":
+        return [("positive", 1, 1, True, at, delay) if at is not None else
+                ("negative", 0, 1, True, close, None)]
+    if mode == "early_negative":
+        return [("early_negative", 0, 1, False, p.ts, None),
+                ("late_positive", 1, 2, True, at, delay) if at is not None else
+                ("negative", 0, 2, True, close, None)]
+    observed = p.ts + OBSERVE
+    if first_ts is not None and first_ts < observed:
+        return [("observed_positive", 1, 1, True, observed, delay)]
+    return [("observed_negative", 0, 1, False, observed, None),
+            ("late_positive", 1, 2, True, at, delay) if at is not None else
+            ("real_negative", 0, 2, True, close, None)]
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
+def test_machine_matches_the_oracle(mode: str, events: list[Event], data: st.DataObject,
+                                    ) -> None:
+    lateness, jitters, ties = data.draw(shuffles(len(events)))
+    out, _ = run(mode, shuffled(events, jitters, ties), lateness)
+    expected = oracle(events)
+    got: dict[str, list[tuple]] = defaultdict(list)
+    for r in labels_of(out):
+        got[r["prediction_id"]].append((r["kind"], r["label"], r["label_version"], r["final"],
+                                        r["label_ts"], r["delay_ms"]))
+    assert got == {p.prediction_id: expected_labels(mode, p, expected["first"][p.prediction_id])
+                   for p in expected["preds"]}
+    assert Counter((o.record["prediction_id"], o.record["click_ts"])
+                   for o in out if o.kind == "late_click") == expected["late"]
+    assert Counter((o.record["ts"], o.record["reason"])
+                   for o in out if o.kind == "unattributed") == expected["unattributed"]
+    assert sum(1 for o in out if o.kind == "extra_click") == expected["extra"]
