@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from collections.abc import Callable
+
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from features.catalog import Catalog, default_catalog
 from features.featureset import FeatureSet
 from freshet.settings import Settings
-from streams.processor import Counters, InputRecord, ItemProcessor, UserProcessor
+from streams.processor import Counters, InputRecord, ItemProcessor, Output, UserProcessor
 from streams.state import KeyedState
 from streams.views import register_views
 
@@ -91,8 +94,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     user_state, item_state = table(catalog.user), table(catalog.item)
     counters = Counters()
-    users = UserProcessor(catalog.user, user_state.get, settings.allowed_lateness_ms, counters)
-    items = ItemProcessor(catalog.item, item_state.get, counters)
+    users = UserProcessor(catalog.user, user_state.get, settings.allowed_lateness_ms,
+                          partitioner(partitions), counters)
+    items = ItemProcessor(catalog.item, item_state.get, counters, partitions)
 
     async def run(stream: faust.StreamT[bytes], processor: UserProcessor | ItemProcessor,
                   state: KeyedState) -> None:
@@ -100,8 +104,24 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             result = processor.process([_input_record(ev, source_of) for ev in events])
             for (partition, key), value in result.writes.items():
                 state.put(partition, key, value)
-            for out in result.outputs:
-                await outputs[out.topic].send(key=out.key, value=out.value)
+            await publish(result.outputs)
+
+    direct = settings.processing_guarantee == "at_least_once"
+    names = {logical: topic.get_topic_name() for logical, topic in outputs.items()}
+
+    async def publish(records: list[Output]) -> None:
+        # Faust's Topic.send costs a channel, codec and callback per message; at
+        # least once, the producer's own send is enough (Faust flushes it before
+        # committing offsets). Transactions need Faust's path.
+        if direct:
+            producer = app.producer
+            for out in records:
+                await producer.send(names[out.topic], out.key, out.value, out.partition,
+                                    None, None)
+        else:
+            for out in records:
+                await outputs[out.topic].send(key=out.key, value=out.value,
+                                              partition=out.partition)
 
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         await run(stream, users, user_state)
@@ -114,6 +134,15 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     register_views(app, counters, users.watermarks,
                    {"user": (catalog.user, user_state), "item": (catalog.item, item_state)})
     return app
+
+
+def partitioner(partitions: int) -> Callable[[str], int]:
+    """The Java client's default partition of a string key (as Faust tables route it)."""
+
+    def partition_of(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    return partition_of
 
 
 def _input_record(event: EventT, source_of: dict[str, str]) -> InputRecord:

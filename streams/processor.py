@@ -7,7 +7,8 @@ feature record published once (not once per event).
 
 Users live in the partition of the input topics (both keyed by ``user_id``). Items
 need the stream re-keyed by ``item_id``: the user side forwards every accepted event
-to the items repartition topic, and the item side applies it there.
+to the items repartition topic, one message per target partition per batch (the
+partition an ``item_id`` key hashes to), and the item side applies it there.
 
 Exactly-once state under at-least-once delivery: every key's stored state remembers
 the last input offset it has applied per *provenance* (an input topic for users; an
@@ -66,11 +67,12 @@ class InputRecord:
 
 @dataclass(slots=True)
 class Output:
-    """A record to publish on a logical topic."""
+    """A record to publish on a logical topic (partition None: by key)."""
 
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None
 
 
 @dataclass(slots=True)
@@ -140,7 +142,7 @@ class EntityUpdater:
         return state
 
     def apply(self, key: str, partition: int, provenance: str, offset: int, source: str,
-              event: Event) -> None:
+              event: Event, watermark_ms: int | None) -> None:
         """Apply one event unless its offset shows it was applied already."""
         entry = self._dirty.get(key)
         state = entry[1] if entry is not None else self.load(key)
@@ -148,7 +150,7 @@ class EntityUpdater:
         if applied is not None and offset <= applied:
             self.counters.duplicates += 1  # redelivered after a crash: re-send, not re-apply
         else:
-            self.features.update(state["f"], source, event)
+            self.features.update(state["f"], source, event, watermark_ms)
             state["o"][provenance] = offset
         self._dirty[key] = (partition, state)
 
@@ -169,12 +171,12 @@ class UserProcessor:
     """Input topics -> user features, dead letters, and events forwarded for items."""
 
     def __init__(self, users: FeatureSet, read_user_state: Callable[[str], bytes | None],
-                 allowed_lateness_ms: int, counters: Counters | None = None,
-                 forward_items: bool = True) -> None:
+                 allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
+                 counters: Counters | None = None) -> None:
         self.counters = counters or Counters()
         self.users = EntityUpdater(users, read_user_state, "features_user", self.counters)
         self.allowed_lateness_ms = allowed_lateness_ms
-        self.forward_items = forward_items
+        self.item_partition = item_partition
         self.watermarks: dict[int, InputWatermark] = {}
 
     def watermark(self, partition: int) -> InputWatermark:
@@ -190,6 +192,8 @@ class UserProcessor:
         counters = self.counters
         outputs = result.outputs
         users = self.users
+        item_partition = self.item_partition
+        forwards: dict[int, list[Any]] = {}
         for rec in batch:
             counters.events[rec.source] += 1
             try:
@@ -206,38 +210,52 @@ class UserProcessor:
                     rec, f"late event: ts {event.ts} is behind the watermark {wm.value_ms} "
                          f"(allowed lateness {self.allowed_lateness_ms} ms)"))
                 continue
-            wm.observe(rec.source, event.ts)
-            users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source, event)
-            if self.forward_items:
-                outputs.append(Output("items_repartition", event.item_id.encode(),
-                                      forward_envelope(rec, event)))
+            watermark = wm.observe(rec.source, event.ts)
+            users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source, event,
+                        watermark)
+            if item_partition is not None:
+                target = item_partition(event.item_id)
+                forwards.setdefault(target, []).append(
+                    [rec.source, rec.partition, rec.offset, event.to_dict()])
         users.finish(result)
+        # Each forward carries its origin partition's watermark, so that the item side
+        # knows the oldest event any origin can still send.
+        watermarks = {str(p): wm.value_ms for p, wm in self.watermarks.items()}
+        for target, entries in forwards.items():
+            body = {"wm": watermarks, "events": entries}
+            outputs.append(Output("items_repartition", None, orjson.dumps(body), target))
         return result
-
-
-def forward_envelope(rec: InputRecord, event: Event) -> bytes:
-    """The repartition record of an accepted event: its provenance and the event."""
-    return orjson.dumps({"s": rec.source, "p": rec.partition, "o": rec.offset,
-                         "e": event.to_dict()})
 
 
 class ItemProcessor:
     """Items repartition topic -> item features (state lives with the item key)."""
 
     def __init__(self, items: FeatureSet, read_item_state: Callable[[str], bytes | None],
-                 counters: Counters) -> None:
+                 counters: Counters, partitions: int) -> None:
         self.counters = counters
         self.items = EntityUpdater(items, read_item_state, "features_item", counters)
+        self.partitions = partitions
+        self.origin_watermarks: dict[int, int] = {}
+
+    def watermark(self) -> int | None:
+        """The oldest event time any origin partition can still forward (None: unknown)."""
+        known = self.origin_watermarks
+        return min(known.values()) if len(known) == self.partitions else None
 
     def process(self, batch: Sequence[InputRecord]) -> BatchResult:
         """Apply a batch of forwarded events in order."""
         result = BatchResult()
         items = self.items
+        known = self.origin_watermarks
         for rec in batch:
-            env = orjson.loads(rec.value)
-            source = env["s"]
-            event = _PARSERS[source](env["e"])
-            items.apply(event.item_id, rec.partition, f"{source}:{env['p']}", env["o"], source,
-                        event)
+            body = orjson.loads(rec.value)
+            watermark = self.watermark()
+            for source, origin, offset, fields in body["events"]:
+                event = _PARSERS[source](fields)
+                items.apply(event.item_id, rec.partition, f"{source}:{origin}", offset, source,
+                            event, watermark)
+            for origin, wm in body["wm"].items():
+                if wm is not None and wm > known.get(int(origin), wm - 1):
+                    known[int(origin)] = wm
         items.finish(result)
         return result
