@@ -9,16 +9,29 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
+from events.contracts import SCHEMA_VERSION
 from features.catalog import Catalog, default_catalog
-from features.featureset import FeatureSet
 from freshet.settings import Settings
-from streams.processor import Counters, InputRecord, ItemProcessor, Output, UserProcessor
+from labels import LabelConfig
+from streams.labelstage import LabelStage, label_state_name
+from streams.processor import (
+    BatchResult,
+    Counters,
+    InputRecord,
+    ItemProcessor,
+    Output,
+    UserProcessor,
+    advance_idle,
+)
 from streams.state import KeyedState
 from streams.views import register_views
 
@@ -76,64 +89,125 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or default_catalog(settings.ctr_prior_clicks, settings.ctr_prior_non_clicks)
     partitions = settings.partitions
+    label_config = LabelConfig(window_ms=settings.label_window_ms, skew_ms=settings.label_skew_ms,
+                               mode=settings.label_mode, observe_ms=settings.label_observe_ms)
+
+    def internal(suffix: str) -> faust.TopicT:
+        return app.topic(f"{settings.app_id}-{suffix}", key_type=bytes, value_type=bytes,
+                         partitions=partitions, internal=True)
 
     inputs = app.topic(settings.topic("clicks"), settings.topic("predictions"),
                        key_type=bytes, value_type=bytes, partitions=partitions)
-    repartition = app.topic(f"{settings.app_id}-items-repartition", key_type=bytes,
-                            value_type=bytes, partitions=partitions, internal=True)
+    repartition, snapshots = internal("items-repartition"), internal("item-snapshots")
     outputs = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
-               for name in ("features_user", "features_item", "dead_letters")}
+               for name in OUTPUT_TOPICS}
     outputs["items_repartition"] = repartition
+    outputs["item_snapshots"] = snapshots
+    names = {logical: topic.get_topic_name() for logical, topic in outputs.items()}
     source_of = {settings.topic("clicks"): "clicks",
                  settings.topic("predictions"): "predictions",
-                 repartition.get_topic_name(): "items_repartition"}
+                 names["items_repartition"]: "items_repartition",
+                 names["item_snapshots"]: "item_snapshots"}
 
-    def table(features: FeatureSet) -> KeyedState:
-        return KeyedState(app.Table(features.state_name, default=None, partitions=partitions,
-                                    key_type=str, value_type=bytes))
+    def table(name: str) -> KeyedState:
+        return KeyedState(app.Table(name, default=None, partitions=partitions, key_type=str,
+                                    value_type=bytes))
 
-    user_state, item_state = table(catalog.user), table(catalog.item)
+    user_state, item_state = table(catalog.user.state_name), table(catalog.item.state_name)
+    label_state = table(label_state_name(label_config))
     counters = Counters()
+    labels = LabelStage(label_config, label_state.get, label_state.keys_for_partition, counters)
     users = UserProcessor(catalog.user, user_state.get, settings.allowed_lateness_ms,
-                          partitioner(partitions), counters)
+                          partitioner(partitions), counters, labels)
     items = ItemProcessor(catalog.item, item_state.get, counters, partitions)
-
-    async def run(stream: faust.StreamT[bytes], processor: UserProcessor | ItemProcessor,
-                  state: KeyedState) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            result = processor.process([_input_record(ev, source_of) for ev in events])
-            for (partition, key), value in result.writes.items():
-                state.put(partition, key, value)
-            await publish(result.outputs)
-
+    user_side = asyncio.Lock()  # the user agents and the idle timer share user/label state
     direct = settings.processing_guarantee == "at_least_once"
-    names = {logical: topic.get_topic_name() for logical, topic in outputs.items()}
 
     async def publish(records: list[Output]) -> None:
+        """Send records and wait until the broker has them all."""
         # Faust's Topic.send costs a channel, codec and callback per message; at
-        # least once, the producer's own send is enough (Faust flushes it before
-        # committing offsets). Transactions need Faust's path.
+        # least once, the producer's own send is enough. Transactions need Faust's.
         if direct:
             producer = app.producer
-            for out in records:
-                await producer.send(names[out.topic], out.key, out.value, out.partition,
-                                    None, None)
+            pending = [await producer.send(names[o.topic], o.key, o.value, o.partition, None,
+                                           None) for o in records]
         else:
-            for out in records:
-                await outputs[out.topic].send(key=out.key, value=out.value,
-                                              partition=out.partition)
+            pending = [await outputs[o.topic].send(key=o.key, value=o.value,
+                                                   partition=o.partition) for o in records]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def commit(result: BatchResult, state: KeyedState) -> None:
+        # Outputs first, state after: if the worker dies in between, the input is
+        # processed again and the outputs repeat (same keys and content), but state
+        # never claims an input whose outputs were lost.
+        await publish(result.outputs)
+        for (partition, key), value in result.writes.items():
+            state.put(partition, key, value)
+        for (partition, key), raw in result.label_writes.items():
+            if raw is None:
+                label_state.delete(partition, key)
+            else:
+                label_state.put(partition, key, raw)
 
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
-        await run(stream, users, user_state)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            async with user_side:
+                batch = [_input_record(ev, source_of) for ev in events]
+                await commit(users.process(batch, _now_ms()), user_state)
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
-        await run(stream, items, item_state)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            batch = [_input_record(ev, source_of) for ev in events]
+            await commit(items.process(batch), item_state)
 
     app.agent(inputs, name="freshet-users")(user_agent)
+    app.agent(snapshots, name="freshet-item-snapshots")(user_agent)
     app.agent(repartition, name="freshet-items")(item_agent)
+
+    @app.timer(interval=1.0)
+    async def idle_advance() -> None:
+        async with user_side:
+            await commit(advance_idle(users, _now_ms(), settings.idle_advance_ms), user_state)
+
+    @app.timer(interval=5.0)
+    async def label_reports() -> None:
+        await publish(label_report_records(users, labels))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        labels.forget_partitions()
+
     register_views(app, counters, users.watermarks,
-                   {"user": (catalog.user, user_state), "item": (catalog.item, item_state)})
+                   {"user": (catalog.user, user_state), "item": (catalog.item, item_state)},
+                   labels)
     return app
+
+
+OUTPUT_TOPICS = ("features_user", "features_item", "dead_letters", "labels",
+                 "training_examples", "late_clicks", "unattributed_clicks", "model_metrics",
+                 "label_watermarks")
+
+
+def label_report_records(users: UserProcessor, labels: LabelStage) -> list[Output]:
+    """``label-watermarks`` per partition and ``model-metrics`` per model, now."""
+    out = []
+    wms = {p: wm.value_ms for p, wm in users.watermarks.items()}
+    for partition, value in sorted(labels.label_watermarks(wms).items()):
+        if value is None:
+            continue
+        rec = {"partition": partition, "label_watermark_ms": value,
+               "watermark_ms": wms[partition], "schema_version": SCHEMA_VERSION}
+        out.append(Output("label_watermarks", str(partition).encode(), orjson.dumps(rec)))
+    for model_id, stats in sorted(labels.delays.snapshot().items()):
+        rec = {"model_id": model_id, "click_delay": stats, "schema_version": SCHEMA_VERSION,
+               "partitions": sorted(wms)}
+        out.append(Output("model_metrics", model_id.encode(), orjson.dumps(rec)))
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def partitioner(partitions: int) -> Callable[[str], int]:

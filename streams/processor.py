@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,6 +40,9 @@ from events.contracts import (
 )
 from events.timing import InputWatermark
 from features.featureset import FeatureSet
+
+if TYPE_CHECKING:
+    from streams.labelstage import LabelStage
 
 SOURCES = ("clicks", "predictions")
 Event = Prediction | Click
@@ -80,6 +83,7 @@ class BatchResult:
     """What one batch produced: state writes per (partition, key) and output records."""
 
     writes: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    label_writes: dict[tuple[int, str], bytes | None] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
 
 
@@ -142,8 +146,8 @@ class EntityUpdater:
         return state
 
     def apply(self, key: str, partition: int, provenance: str, offset: int, source: str,
-              event: Event, watermark_ms: int | None) -> None:
-        """Apply one event unless its offset shows it was applied already."""
+              event: Event, watermark_ms: int | None) -> dict[str, Any]:
+        """Apply one event unless its offset shows it was applied already; the state."""
         entry = self._dirty.get(key)
         state = entry[1] if entry is not None else self.load(key)
         applied = state["o"].get(provenance)
@@ -153,6 +157,14 @@ class EntityUpdater:
             self.features.update(state["f"], source, event, watermark_ms)
             state["o"][provenance] = offset
         self._dirty[key] = (partition, state)
+        return state
+
+    def snapshot(self, key: str, state: dict[str, Any]) -> dict[str, Any]:
+        """A point-in-time copy of a key's features: values, as-of time, provenance."""
+        partition = self._dirty[key][0]
+        f = state["f"]
+        return {"as_of_ts": f["as_of_ts"], "features": self.features.values(f),
+                "source": {"partition": partition, **state["o"]}}
 
     def finish(self, result: BatchResult) -> None:
         """Add one state write and one feature record per touched key; reset."""
@@ -172,12 +184,15 @@ class UserProcessor:
 
     def __init__(self, users: FeatureSet, read_user_state: Callable[[str], bytes | None],
                  allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, labels: LabelStage | None = None) -> None:
         self.counters = counters or Counters()
         self.users = EntityUpdater(users, read_user_state, "features_user", self.counters)
         self.allowed_lateness_ms = allowed_lateness_ms
         self.item_partition = item_partition
+        self.labels = labels
         self.watermarks: dict[int, InputWatermark] = {}
+        #: per partition, the wall-clock ms when its max event time last grew
+        self.last_progress_wall_ms: dict[int, int] = {}
 
     def watermark(self, partition: int) -> InputWatermark:
         """The partition's input watermark (created on first use)."""
@@ -186,15 +201,22 @@ class UserProcessor:
             wm = self.watermarks[partition] = InputWatermark(SOURCES, self.allowed_lateness_ms)
         return wm
 
-    def process(self, batch: Sequence[InputRecord]) -> BatchResult:
+    def process(self, batch: Sequence[InputRecord], now_wall_ms: int = 0) -> BatchResult:
         """Apply a batch of input records in order; see the module docstring."""
         result = BatchResult()
         counters = self.counters
         outputs = result.outputs
         users = self.users
+        labels = self.labels
         item_partition = self.item_partition
         forwards: dict[int, list[Any]] = {}
+        touched: set[int] = set()
         for rec in batch:
+            if rec.source == "item_snapshots":
+                if labels is not None:
+                    body = orjson.loads(rec.value)
+                    labels.on_item_snapshot(body["user_id"], rec.partition, body)
+                continue
             counters.events[rec.source] += 1
             try:
                 event = _DECODERS[rec.source](rec.value)
@@ -210,13 +232,28 @@ class UserProcessor:
                     rec, f"late event: ts {event.ts} is behind the watermark {wm.value_ms} "
                          f"(allowed lateness {self.allowed_lateness_ms} ms)"))
                 continue
+            before = wm.max_event_ms[rec.source]
             watermark = wm.observe(rec.source, event.ts)
-            users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source, event,
-                        watermark)
+            if before is None or event.ts > before:
+                self.last_progress_wall_ms[rec.partition] = now_wall_ms
+            touched.add(rec.partition)
+            state = users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source,
+                                event, watermark)
+            if labels is not None:
+                snapshot = (users.snapshot(event.user_id, state)
+                            if isinstance(event, Prediction) else None)
+                labels.on_event(event.user_id, rec.partition, rec.source, rec.offset, event,
+                                watermark, snapshot)
             if item_partition is not None:
                 target = item_partition(event.item_id)
                 forwards.setdefault(target, []).append(
                     [rec.source, rec.partition, rec.offset, event.to_dict()])
+        if labels is not None:
+            for partition in sorted(touched):
+                wm_value = self.watermarks[partition].value_ms
+                if wm_value is not None:
+                    labels.on_watermark(partition, wm_value)
+            labels.finish(result)
         users.finish(result)
         # Each forward carries its origin partition's watermark, so that the item side
         # knows the oldest event any origin can still send.
@@ -227,12 +264,40 @@ class UserProcessor:
         return result
 
 
+def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int) -> BatchResult:
+    """Move idle partitions' watermarks forward with the wall clock; close due labels.
+
+    A partition whose max event time has not grown for ``idle_ms`` of wall time is
+    assumed to be quiet, not slow: its watermark advances by the wall time elapsed
+    since it last made progress (never backwards), so labels still close when
+    traffic stops.
+    """
+    result = BatchResult()
+    labels = processor.labels
+    for partition, wm in processor.watermarks.items():
+        last = processor.last_progress_wall_ms.get(partition)
+        if last is None or now_wall_ms - last < idle_ms:
+            continue
+        seen = [m for m in wm.max_event_ms.values() if m is not None]
+        if not seen:
+            continue
+        target = max(seen) - wm.allowed_lateness_ms + (now_wall_ms - last)
+        if wm.value_ms is None or target > wm.value_ms:
+            wm.advance_to(target)
+            if labels is not None:
+                labels.on_watermark(partition, target)
+    if labels is not None:
+        labels.finish(result)
+    return result
+
+
 class ItemProcessor:
     """Items repartition topic -> item features (state lives with the item key)."""
 
     def __init__(self, items: FeatureSet, read_item_state: Callable[[str], bytes | None],
-                 counters: Counters, partitions: int) -> None:
+                 counters: Counters, partitions: int, snapshots: bool = True) -> None:
         self.counters = counters
+        self.snapshots = snapshots
         self.items = EntityUpdater(items, read_item_state, "features_item", counters)
         self.partitions = partitions
         self.origin_watermarks: dict[int, int] = {}
@@ -252,8 +317,14 @@ class ItemProcessor:
             watermark = self.watermark()
             for source, origin, offset, fields in body["events"]:
                 event = _PARSERS[source](fields)
-                items.apply(event.item_id, rec.partition, f"{source}:{origin}", offset, source,
-                            event, watermark)
+                state = items.apply(event.item_id, rec.partition, f"{source}:{origin}", offset,
+                                    source, event, watermark)
+                if self.snapshots and isinstance(event, Prediction):
+                    snap = {"prediction_id": event.prediction_id, "prediction_ts": event.ts,
+                            "user_id": event.user_id,
+                            "features": items.snapshot(event.item_id, state)}
+                    result.outputs.append(Output("item_snapshots", event.user_id.encode(),
+                                                 orjson.dumps(snap)))
             for origin, wm in body["wm"].items():
                 if wm is not None and wm > known.get(int(origin), wm - 1):
                     known[int(origin)] = wm

@@ -33,3 +33,8 @@ class KeyedState:
         """Remove ``key`` and send a tombstone to its changelog partition."""
         self.table.data.delete(partition, key)
         self.table.send_changelog(partition, key, None, value_serializer="raw")
+
+    def keys_for_partition(self, partition: int) -> list[str]:
+        """Every key this worker holds for ``partition``."""
+        keys: list[str] = self.table.data.keys_for_partition(partition)
+        return keys

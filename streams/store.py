@@ -28,6 +28,11 @@ class PartitionedRocksDBStore(RocksDBStore):
         self._key_index.pop(raw_key, None)
         self._db_for_partition(partition).delete(raw_key)
 
+    def keys_for_partition(self, partition: int) -> list[str]:
+        """Every key stored for ``partition`` (used to rebuild in-memory indexes)."""
+        db = self._db_for_partition(partition)
+        return [self._decode_key(k) for k in self._visible_keys(db)]
+
 
 class PartitionedMemoryStore(MemoryStore):
     """In-memory store with the same explicit-partition API (partition is irrelevant)."""
@@ -41,3 +46,7 @@ class PartitionedMemoryStore(MemoryStore):
         """Delete ``key``."""
         self.data.pop(key, None)
         self._key_partition.pop(key, None)
+
+    def keys_for_partition(self, partition: int) -> list[str]:
+        """Every key stored for ``partition`` (used to rebuild in-memory indexes)."""
+        return [k for k, p in self._key_partition.items() if p == partition and k in self.data]

@@ -17,6 +17,7 @@ from faust.web import Request, Response, View
 from events.contracts import MAX_ID_LEN
 from events.timing import InputWatermark
 from features.featureset import FeatureSet
+from streams.labelstage import LabelStage
 from streams.processor import Counters
 from streams.state import KeyedState
 
@@ -50,25 +51,43 @@ def render_metrics(counters: Counters, watermarks: Mapping[int, InputWatermark])
     return "\n".join(lines) + "\n"
 
 
+def render_label_metrics(labels: LabelStage) -> str:
+    """Label outputs by kind and click-delay quantiles per model (Prometheus text)."""
+    lines = ["# HELP freshet_label_outputs_total Label machine outputs, by kind.",
+             "# TYPE freshet_label_outputs_total counter"]
+    lines += [f'freshet_label_outputs_total{{kind="{k}"}} {n}'
+              for k, n in sorted(labels.label_counts.items())]
+    lines += ["# HELP freshet_click_delay_ms Click delay quantiles per model.",
+              "# TYPE freshet_click_delay_ms gauge"]
+    for model, stats in sorted(labels.delays.snapshot().items()):
+        for q in ("p50", "p90", "p99"):
+            if stats.get(q) is not None:
+                lines.append(f'freshet_click_delay_ms{{model="{model}",quantile="{q}"}} '
+                             f"{stats[q]}")
+    return "\n".join(lines) + "\n"
+
+
 def valid_id(raw: str) -> bool:
     """Whether a path id can be an entity id (non-empty, <= 256 chars, printable)."""
     return 0 < len(raw) <= MAX_ID_LEN and raw.isprintable()
 
 
 def register_views(app: Any, counters: Counters, watermarks: Mapping[int, InputWatermark],
-                   entities: Mapping[str, tuple[FeatureSet, KeyedState]]) -> None:
+                   entities: Mapping[str, tuple[FeatureSet, KeyedState]],
+                   labels: LabelStage) -> None:
     """Register the read path, ``/metrics`` and ``/stats`` on ``app``."""
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.text(render_metrics(counters, watermarks),
-                             content_type="text/plain; version=0.0.4")
+            text = render_metrics(counters, watermarks) + render_label_metrics(labels)
+            return self.text(text, content_type="text/plain; version=0.0.4")
 
     @app.page("/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
-            return self.json(counters.as_dict())
+            return self.json({**counters.as_dict(), "labels": dict(labels.label_counts),
+                              "click_delay": labels.delays.snapshot()})
 
     for entity, (features, state) in entities.items():
         _register_read_path(app, entity, features, state)

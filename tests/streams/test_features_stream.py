@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,10 @@ def check_feature_records(entity: str, msgs: list[Any],
         assert inc, rec
         as_of, expected = compute(inc)
         assert rec["as_of_ts"] == as_of, rec
-        assert oracle.same_features(rec["features"], expected), (rec["features"], expected)
+        assert oracle.same_features(rec["features"], expected), (
+            key, rec["source"],
+            {k: (rec["features"].get(k), v) for k, v in expected.items()
+             if rec["features"].get(k) != v})
     return len(msgs)
 
 
@@ -85,6 +90,34 @@ def check_dead_letters(settings: Settings, msgs: list[Any], log: list[Produced])
     assert set(seen) == set(expected)
 
 
+def http_get(settings: Settings, path: str) -> tuple[int, Any]:
+    url = f"http://127.0.0.1:{settings.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read())
+
+
+def check_read_path(settings: Settings, got: dict[str, list[Any]],
+                    keyed: dict[str, dict[str, list[oracle.Event]]]) -> None:
+    """GET /features/{entity}/{id} answers the key's latest record, 404/400 otherwise."""
+    for entity in ("user", "item"):
+        latest = {}
+        for msg in got[f"features_{entity}"]:
+            rec = orjson.loads(msg.value())
+            latest[rec["id"]] = rec
+        for key in sorted(keyed[entity])[:10]:
+            status, body = http_get(settings, f"/features/{entity}/{key}")
+            assert status == 200, body
+            expected = {k: v for k, v in latest[key].items() if k != "source"}
+            assert body == expected
+        status, _ = http_get(settings, f"/features/{entity}/no-such-{entity}")
+        assert status == 404
+        status, _ = http_get(settings, f"/features/{entity}/" + "x" * 300)
+        assert status == 400
+
+
 def test_features_and_dead_letters_match_the_oracle(kafka_bootstrap: str, unique_prefix: str,
                                                    tmp_path: Path) -> None:
     settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path)
@@ -102,6 +135,7 @@ def test_features_and_dead_letters_match_the_oracle(kafka_bootstrap: str, unique
         keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
         got = consume(settings, ["features_user", "features_item", "dead_letters"],
                       all_features_done(keyed, n_malformed), worker=worker)
+        check_read_path(settings, got, keyed)
 
     assert check_feature_records("user", got["features_user"], keyed["user"]) >= 60
     assert check_feature_records("item", got["features_item"], keyed["item"]) >= 40
