@@ -74,9 +74,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from freshet.generator import GeneratorConfig, generate, write_jsonl
 
-    config = GeneratorConfig(seed=args.seed, users=args.users, items=args.items,
-                             predictions=args.predictions,
-                             malformed_fraction=args.malformed_fraction)
+    try:
+        config = GeneratorConfig(seed=args.seed, users=args.users, items=args.items,
+                                 predictions=args.predictions,
+                                 malformed_fraction=args.malformed_fraction,
+                                 max_disorder_ms=args.max_disorder_ms,
+                                 models=tuple(m for m in args.models.split(",") if m),
+                                 **({"start_ts_ms": args.start_ts_ms} if args.start_ts_ms else {}))
+    except ValueError as exc:
+        raise SystemExit(f"freshet generate: {exc}") from None
     if args.to == "jsonl":
         counts = write_jsonl(generate(config), Path(args.out))
         print(json.dumps({"out": args.out, **counts}))
@@ -85,9 +91,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     settings = _settings()
     topics = {name: settings.topic(name) for name in ("clicks", "predictions")}
-    sent = produce(generate(config), settings.bootstrap_servers, topics=topics, rate=args.rate,
-                   extra_config=settings.kafka_client_config())
+    from tqdm import tqdm
+
+    with tqdm(desc="producing", unit="ev", disable=not sys.stderr.isatty()) as bar:
+        def progress(n: int) -> None:
+            bar.update(n - bar.n)
+
+        sent = produce(generate(config), settings.bootstrap_servers, topics=topics,
+                       rate=args.rate, extra_config=settings.kafka_client_config(),
+                       on_progress=progress)
     print(json.dumps({"produced": sent, "bootstrap": settings.bootstrap_servers}))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import replay_files
+
+    summary = replay_files(Path(args.predictions), Path(args.clicks), Path(args.out),
+                           _settings(), progress=not args.no_progress)
+    rate = summary.events / summary.seconds if summary.seconds else 0.0
+    print(json.dumps({"events": summary.events, "seconds": round(summary.seconds, 3),
+                      "events_per_s": round(rate), "out": args.out,
+                      "written": summary.written}))
     return 0
 
 
@@ -134,10 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=100)
     p.add_argument("--predictions", type=int, default=5_000)
     p.add_argument("--malformed-fraction", type=float, default=0.0)
+    p.add_argument("--max-disorder-ms", type=int, default=2_000,
+                   help="delivery order may lag event-time order by this much")
+    p.add_argument("--models", default="model-a,model-b", help="comma-separated model ids")
+    p.add_argument("--start-ts-ms", type=int, default=None, help="event time of the first event")
     p.add_argument("--to", choices=("kafka", "jsonl"), default="kafka")
     p.add_argument("--out", default="var/events", help="folder for --to jsonl")
     p.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("replay", help="run the same definitions over JSONL files")
+    p.add_argument("--predictions", required=True, help="predictions JSONL file")
+    p.add_argument("--clicks", required=True, help="clicks JSONL file")
+    p.add_argument("--out", required=True, help="output folder (DIR/<topic>.jsonl)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("run", help="local broker + topics + worker + generator, live summary")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")

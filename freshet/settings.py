@@ -70,6 +70,7 @@ class Settings:
     web_enabled: bool = True
     processing_guarantee: str = "at_least_once"
     commit_interval_ms: int = 1_000
+    session_timeout_ms: int = 10_000
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
@@ -120,6 +121,8 @@ class Settings:
         need(self.processing_guarantee in GUARANTEES, "PROCESSING_GUARANTEE",
              f"must be one of {GUARANTEES}")
         need(self.commit_interval_ms > 0, "COMMIT_INTERVAL_MS", "must be > 0")
+        need(6_000 <= self.session_timeout_ms <= 300_000, "SESSION_TIMEOUT_MS",
+             "must be between 6000 and 300000 (the broker's group session limits)")
         need(self.security_protocol in SECURITY_PROTOCOLS, "KAFKA_SECURITY_PROTOCOL",
              f"must be one of {SECURITY_PROTOCOLS}")
         if self.security_protocol.startswith("SASL"):

@@ -6,23 +6,21 @@ attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
-from events.contracts import SCHEMA_VERSION
 from features.catalog import Catalog, default_catalog
 from freshet.settings import Settings
 from labels import LabelConfig
-from streams.labelstage import LabelStage, label_state_name
+from streams.labelstage import LabelStage, label_report_records, label_state_name
 from streams.processor import (
     BatchResult,
     Counters,
@@ -57,6 +55,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "topic_allow_declare": True,
         "processing_guarantee": settings.processing_guarantee,
         "broker_commit_interval": settings.commit_interval_ms / 1000.0,
+        # A dead worker's partitions move after this long (Faust's default is 60 s).
+        "broker_session_timeout": settings.session_timeout_ms / 1000.0,
+        "broker_heartbeat_interval": min(3.0, settings.session_timeout_ms / 3000.0),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         "key_serializer": "raw",
@@ -140,15 +141,20 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     async def commit(result: BatchResult, state: KeyedState) -> None:
         # Outputs first, state after: if the worker dies in between, the input is
         # processed again and the outputs repeat (same keys and content), but state
-        # never claims an input whose outputs were lost.
-        await publish(result.outputs)
+        # never claims an input whose outputs were lost. If publishing fails, the
+        # decoded-state caches (already ahead) are dropped before the agent restarts.
+        try:
+            await publish(result.outputs)
+        except BaseException:
+            forget_caches()
+            raise
         for (partition, key), value in result.writes.items():
-            state.put(partition, key, value)
-        for (partition, key), raw in result.label_writes.items():
-            if raw is None:
+            state.put(partition, key, orjson.dumps(value))
+        for (partition, key), label in result.label_writes.items():
+            if label is None:
                 label_state.delete(partition, key)
             else:
-                label_state.put(partition, key, raw)
+                label_state.put(partition, key, orjson.dumps(label))
 
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
@@ -176,7 +182,12 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        forget_caches()
+
+    def forget_caches() -> None:
         labels.forget_partitions()
+        users.users.cache.clear()
+        items.items.cache.clear()
 
     register_views(app, counters, users.watermarks,
                    {"user": (catalog.user, user_state), "item": (catalog.item, item_state)},
@@ -187,23 +198,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 OUTPUT_TOPICS = ("features_user", "features_item", "dead_letters", "labels",
                  "training_examples", "late_clicks", "unattributed_clicks", "model_metrics",
                  "label_watermarks")
-
-
-def label_report_records(users: UserProcessor, labels: LabelStage) -> list[Output]:
-    """``label-watermarks`` per partition and ``model-metrics`` per model, now."""
-    out = []
-    wms = {p: wm.value_ms for p, wm in users.watermarks.items()}
-    for partition, value in sorted(labels.label_watermarks(wms).items()):
-        if value is None:
-            continue
-        rec = {"partition": partition, "label_watermark_ms": value,
-               "watermark_ms": wms[partition], "schema_version": SCHEMA_VERSION}
-        out.append(Output("label_watermarks", str(partition).encode(), orjson.dumps(rec)))
-    for model_id, stats in sorted(labels.delays.snapshot().items()):
-        rec = {"model_id": model_id, "click_delay": stats, "schema_version": SCHEMA_VERSION,
-               "partitions": sorted(wms)}
-        out.append(Output("model_metrics", model_id.encode(), orjson.dumps(rec)))
-    return out
 
 
 def _now_ms() -> int:

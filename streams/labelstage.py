@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from events.contracts import Click, Prediction
+from events.contracts import SCHEMA_VERSION, Click, Prediction
 from labels import DelayStats, LabelConfig, LabelMachine, OpenPredictions, label_watermark_ms
 from labels.outputs import Output as LabelOutput
-from streams.processor import BatchResult, Counters, Output
+from streams.processor import BatchResult, Counters, Output, StateCache, UserProcessor
 
 #: Machine output kind -> logical topic (None: counted, not published).
 ROUTES: dict[str, str | None] = {
@@ -91,6 +91,7 @@ class LabelStage:
         self.deadlines: dict[int, DeadlineIndex] = {}
         self.open: dict[int, OpenPredictions] = {}
         self.label_counts: dict[str, int] = {}
+        self.cache = StateCache()
         self._dirty: dict[str, tuple[int, dict[str, Any]]] = {}
         self._outputs: list[Output] = []
         # how long after a prediction its item snapshot may still be useful
@@ -98,13 +99,12 @@ class LabelStage:
 
     # -- state ---------------------------------------------------------------------
     def _load(self, key: str) -> dict[str, Any]:
-        entry = self._dirty.get(key)
-        if entry is not None:
-            return entry[1]
-        raw = self.read(key)
-        if raw is None:
-            return {"m": self.machine.new_state(), "o": {}, "snap": {}, "wait": {}}
-        state: dict[str, Any] = orjson.loads(raw)
+        state = self.cache.get(key)
+        if state is None:
+            raw = self.read(key)
+            state = ({"m": self.machine.new_state(), "o": {}, "snap": {}, "wait": {}}
+                     if raw is None else orjson.loads(raw))
+            self.cache.put(key, state)
         return state
 
     def _index(self, partition: int) -> DeadlineIndex:
@@ -121,9 +121,10 @@ class LabelStage:
         return idx
 
     def forget_partitions(self) -> None:
-        """Drop the in-memory indexes (on rebalance); they are rebuilt on next use."""
+        """Drop the in-memory indexes and cache (on rebalance); rebuilt on next use."""
         self.deadlines.clear()
         self.open.clear()
+        self.cache.clear()
 
     # -- inputs --------------------------------------------------------------------
     def on_event(self, key: str, partition: int, source: str, offset: int,
@@ -200,7 +201,9 @@ class LabelStage:
             self.deadlines[partition].update(key, machine.next_deadline_ms(m))
             self.open[partition].update(key, machine.earliest_open_ts_ms(m))
             empty = machine.is_empty(m) and not state["snap"] and not state["wait"]
-            result.label_writes[(partition, key)] = None if empty else orjson.dumps(state)
+            result.label_writes[(partition, key)] = None if empty else state
+            if empty:
+                self.cache.drop(key)
         result.outputs.extend(self._outputs)
         self._dirty = {}
         self._outputs = []
@@ -209,3 +212,20 @@ class LabelStage:
         """Per partition: every prediction with ts < T has its final label."""
         return {p: label_watermark_ms(wm, self.open[p].earliest_ms() if p in self.open else None)
                 for p, wm in watermarks.items()}
+
+
+def label_report_records(users: UserProcessor, labels: LabelStage) -> list[Output]:
+    """``label-watermarks`` per partition and ``model-metrics`` per model, now."""
+    out = []
+    wms = {p: wm.value_ms for p, wm in users.watermarks.items()}
+    for partition, value in sorted(labels.label_watermarks(wms).items()):
+        if value is None:
+            continue
+        rec = {"partition": partition, "label_watermark_ms": value,
+               "watermark_ms": wms[partition], "schema_version": SCHEMA_VERSION}
+        out.append(Output("label_watermarks", str(partition).encode(), orjson.dumps(rec)))
+    for model_id, stats in sorted(labels.delays.snapshot().items()):
+        rec = {"model_id": model_id, "click_delay": stats, "schema_version": SCHEMA_VERSION,
+               "partitions": sorted(wms)}
+        out.append(Output("model_metrics", model_id.encode(), orjson.dumps(rec)))
+    return out

@@ -80,10 +80,14 @@ class Output:
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one batch produced: state writes per (partition, key) and output records."""
+    """What one batch produced: state writes per (partition, key) and output records.
 
-    writes: dict[tuple[int, str], bytes] = field(default_factory=dict)
-    label_writes: dict[tuple[int, str], bytes | None] = field(default_factory=dict)
+    Writes hold the decoded state (None: delete the key); the worker serializes them
+    for its table, the replay runner keeps them as they are.
+    """
+
+    writes: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    label_writes: dict[tuple[int, str], dict[str, Any] | None] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
 
 
@@ -123,6 +127,33 @@ def dead_letter(rec: InputRecord, reason: str) -> Output:
     return Output("dead_letters", rec.key, orjson.dumps(body))
 
 
+class StateCache:
+    """Decoded states of recently used keys, so a hot key is not decoded every batch.
+
+    It only ever holds what the store holds (every change is written through at the
+    end of its batch); the app clears it when partitions are revoked, since another
+    worker may then change those keys.
+    """
+
+    def __init__(self, max_keys: int = 200_000) -> None:
+        self.max_keys = max_keys
+        self._data: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._data.get(key)
+
+    def put(self, key: str, state: dict[str, Any]) -> None:
+        if len(self._data) >= self.max_keys:
+            self._data.clear()  # crude but bounded; the store is the truth
+        self._data[key] = state
+
+    def drop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
 class EntityUpdater:
     """Applies events to one entity's states for one batch, with offset dedupe.
 
@@ -135,21 +166,22 @@ class EntityUpdater:
         self.read = read
         self.output_topic = output_topic
         self.counters = counters
+        self.cache = StateCache()
         self._dirty: dict[str, tuple[int, dict[str, Any]]] = {}
 
     def load(self, key: str) -> dict[str, Any]:
-        """The stored state of ``key`` (a fresh one when there is none)."""
-        raw = self.read(key)
-        if raw is None:
-            return {"f": self.features.new_state(), "o": {}}
-        state: dict[str, Any] = orjson.loads(raw)
+        """The state of ``key``: decoded from the cache, the store, or a fresh one."""
+        state = self.cache.get(key)
+        if state is None:
+            raw = self.read(key)
+            state = {"f": self.features.new_state(), "o": {}} if raw is None else orjson.loads(raw)
+            self.cache.put(key, state)
         return state
 
     def apply(self, key: str, partition: int, provenance: str, offset: int, source: str,
               event: Event, watermark_ms: int | None) -> dict[str, Any]:
         """Apply one event unless its offset shows it was applied already; the state."""
-        entry = self._dirty.get(key)
-        state = entry[1] if entry is not None else self.load(key)
+        state = self.load(key)
         applied = state["o"].get(provenance)
         if applied is not None and offset <= applied:
             self.counters.duplicates += 1  # redelivered after a crash: re-send, not re-apply
@@ -170,7 +202,7 @@ class EntityUpdater:
         """Add one state write and one feature record per touched key; reset."""
         features = self.features
         for key, (partition, state) in self._dirty.items():
-            result.writes[(partition, key)] = orjson.dumps(state)
+            result.writes[(partition, key)] = state
             record = features.record(key, state["f"])
             record["source"] = {"partition": partition, **state["o"]}
             result.outputs.append(Output(self.output_topic, key.encode(), orjson.dumps(record)))

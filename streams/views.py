@@ -97,7 +97,7 @@ def _register_read_path(app: Any, entity: str, features: FeatureSet, state: Keye
     @app.page(f"/features/{entity}/{{id}}")
     class Read(View):
         @app.table_route(table=state.table, match_info="id")
-        async def get(self, request: Request, id: str) -> Response:  # noqa: A002
+        async def get(self, request: Request, id: str) -> Response:
             if not valid_id(id):
                 return self.json({"error": f"invalid {entity} id"}, status=400)
             raw = state.get(id)

@@ -7,8 +7,8 @@ import pytest
 
 from events.contracts import (
     MAX_ID_LEN,
-    ContractError,
     Click,
+    ContractError,
     Prediction,
     decode_click,
     decode_prediction,

@@ -112,7 +112,8 @@ def decayed(ts_list: list[int], as_of: int, half_life_ms: int) -> float:
     return sum(2.0 ** (-(as_of - ts) / half_life_ms) for ts in ts_list if ts <= as_of)
 
 
-def _counts(prefix: str, ts_list: list[int], as_of: int, windows: tuple[str, ...]) -> dict[str, int]:
+def _counts(prefix: str, ts_list: list[int], as_of: int,
+            windows: tuple[str, ...]) -> dict[str, int]:
     return {f"{prefix}_{w}": window_count(ts_list, as_of, *WINDOWS[w]) for w in windows}
 
 

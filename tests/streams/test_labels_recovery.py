@@ -1,0 +1,67 @@
+"""Labels across a worker killed mid-stream (SIGKILL) and restarted: exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from freshet.generator import GeneratorConfig, generate
+from freshet.topics import create_topics
+from tests.streams import oracle
+from tests.streams.label_oracle import final_labels
+from tests.streams.support import Worker, consume, produce_log, stats
+from tests.streams.test_features_stream import make_settings
+from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
+
+pytestmark = pytest.mark.integration
+
+
+def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix: str,
+                                            tmp_path: Path) -> None:
+    settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path,
+                             FRESHET_COMMIT_INTERVAL_MS="300", **LABEL_ENV)
+    create_topics(settings)
+    records = list(generate(GeneratorConfig(seed=31, users=40, items=30, predictions=1_500)))
+    half = len(records) // 2
+
+    first = Worker(settings, tmp_path / "worker-1.log")
+    first.start()
+    try:
+        log = produce_log(settings, records[:half])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            s = stats(settings)
+            if s and s["labels"].get("label", 0) >= 50:
+                break
+            time.sleep(0.05)
+    finally:
+        first.stop(sig=signal.SIGKILL)
+
+    second = Worker(settings, tmp_path / "worker-2.log")
+    second.start()
+    try:
+        log += produce_log(settings, records[half:])
+        events = oracle.valid_events(log)
+        expected = final_labels(events, WINDOW, SKEW, HORIZON)
+
+        def done(got: dict[str, list[Any]]) -> bool:
+            return len(finals(got["labels"])) >= len(expected)
+
+        got = consume(settings, ["labels", "training_examples"], done, timeout_s=240,
+                      worker=second)
+    finally:
+        second.stop()
+
+    # finals() fails on two different final labels for one prediction, and on a
+    # repeated (prediction_id, label_version) whose content differs.
+    labels = finals(got["labels"])
+    assert set(labels) == set(expected)
+    for pid, want in expected.items():
+        assert {k: labels[pid][k] for k in want} == want, pid
+    examples = {orjson.loads(m.value())["prediction_id"] for m in got["training_examples"]}
+    assert examples == set(expected)
