@@ -18,7 +18,6 @@ from typing import Any, Final
 
 from events.contracts import SCHEMA_VERSION, Click, Prediction
 from features.distinct import DistinctLast
-from features.sessions import Sessions
 from features.plan import (
     Aggregator,
     Reader,
@@ -31,6 +30,7 @@ from features.plan import (
     needs,
     window_reads,
 )
+from features.sessions import Sessions
 from features.spec import ENTITIES, SOURCES, Count, FeatureSpec
 from features.tiles import TileCounts
 
