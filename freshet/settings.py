@@ -62,7 +62,7 @@ class Settings:
     label_observe_ms: int = 60_000
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
-    store: str = "rocksdb"
+    store: str = "memory"
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"

@@ -16,13 +16,26 @@ class TopicError(RuntimeError):
     """A topic exists with a layout freshet cannot use, or could not be created."""
 
 
+#: The app's internal topics (named after FRESHET_APP_ID): created up front too, so
+#: that they are in the cluster metadata when the worker first joins its group.
+INTERNAL_TOPICS = ("items-repartition", "item-snapshots")
+
+
+def internal_topic(settings: Settings, suffix: str) -> str:
+    """The broker name of one of the app's internal topics."""
+    return f"{settings.app_id}-{suffix}"
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """One ``NewTopic`` per logical topic, with the configured partitions."""
+    """One ``NewTopic`` per logical and internal topic, with the configured partitions."""
     specs = []
     for logical in DEFAULT_TOPICS:
         config = {"cleanup.policy": "compact"} if logical in COMPACTED_TOPICS else {}
         specs.append(NewTopic(settings.topic(logical), num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor, config=config))
+    for suffix in INTERNAL_TOPICS:
+        specs.append(NewTopic(internal_topic(settings, suffix), num_partitions=settings.partitions,
+                              replication_factor=settings.replication_factor))
     return specs
 
 
@@ -51,8 +64,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
         if spec.topic in existing:
             result[spec.topic] = "exists"
             have = len(existing[spec.topic].partitions)
-            if spec.topic in (settings.topic("clicks"), settings.topic("predictions")) \
-                    and have != settings.partitions:
+            co_partitioned = (settings.topic("clicks"), settings.topic("predictions"),
+                              *(internal_topic(settings, x) for x in INTERNAL_TOPICS))
+            if spec.topic in co_partitioned and have != settings.partitions:
                 raise TopicError(
                     f"topic {spec.topic!r} has {have} partitions but FRESHET_PARTITIONS is "
                     f"{settings.partitions}; the input topics must be co-partitioned with the "

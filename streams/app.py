@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,7 @@ from faust.types import EventT
 
 from features.catalog import Catalog, default_catalog
 from freshet.settings import Settings
+from freshet.topics import internal_topic
 from labels import LabelConfig
 from streams.labelstage import LabelStage, label_report_records, label_state_name
 from streams.processor import (
@@ -60,6 +63,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat_interval": min(3.0, settings.session_timeout_ms / 3000.0),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # room for many batches per stream before Faust pauses a partition (see
+        # resume_partitions below for why that pause is best avoided)
+        "stream_buffer_maxsize": 25 * BATCH_MAX,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "autodiscover": False,
@@ -86,7 +92,12 @@ def _ssl_context(settings: Settings) -> Any:
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     """Build a Faust app with freshet's topics, state tables, agents and web views."""
-    (settings.data_dir / "faust" / settings.app_id).mkdir(parents=True, exist_ok=True)
+    datadir = settings.data_dir / "faust" / settings.app_id
+    # The local stores are a cache of the changelog: a worker starts from an empty
+    # folder and restores its partitions from the changelog topics, so that no local
+    # write the changelog never got can survive a crash.
+    shutil.rmtree(datadir, ignore_errors=True)
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or default_catalog(settings.ctr_prior_clicks, settings.ctr_prior_non_clicks)
     partitions = settings.partitions
@@ -94,7 +105,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                                mode=settings.label_mode, observe_ms=settings.label_observe_ms)
 
     def internal(suffix: str) -> faust.TopicT:
-        return app.topic(f"{settings.app_id}-{suffix}", key_type=bytes, value_type=bytes,
+        return app.topic(internal_topic(settings, suffix), key_type=bytes, value_type=bytes,
                          partitions=partitions, internal=True)
 
     inputs = app.topic(settings.topic("clicks"), settings.topic("predictions"),
@@ -111,8 +122,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                  names["item_snapshots"]: "item_snapshots"}
 
     def table(name: str) -> KeyedState:
-        return KeyedState(app.Table(name, default=None, partitions=partitions, key_type=str,
-                                    value_type=bytes))
+        # bytes keys and values (Faust's "raw" serializer): the changelog holds exactly
+        # what KeyedState writes, and a key routes to the partition of its input.
+        return KeyedState(app.Table(name, default=None, partitions=partitions,
+                                    key_type=bytes, value_type=bytes))
 
     user_state, item_state = table(catalog.user.state_name), table(catalog.item.state_name)
     label_state = table(label_state_name(label_config))
@@ -124,37 +137,41 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     user_side = asyncio.Lock()  # the user agents and the idle timer share user/label state
     direct = settings.processing_guarantee == "at_least_once"
 
-    async def publish(records: list[Output]) -> None:
-        """Send records and wait until the broker has them all."""
+    async def send(records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> list[Any]:
+        """Send (topic, key, value, partition) records; their delivery metadata, in order."""
         # Faust's Topic.send costs a channel, codec and callback per message; at
         # least once, the producer's own send is enough. Transactions need Faust's.
         if direct:
             producer = app.producer
-            pending = [await producer.send(names[o.topic], o.key, o.value, o.partition, None,
-                                           None) for o in records]
+            pending = [await producer.send(t, k, v, p, None, None) for t, k, v, p in records]
         else:
-            pending = [await outputs[o.topic].send(key=o.key, value=o.value,
-                                                   partition=o.partition) for o in records]
-        if pending:
-            await asyncio.gather(*pending)
+            pending = [await app.topic(t, key_type=bytes, value_type=bytes).send(
+                key=k, value=v, partition=p) for t, k, v, p in records]
+        return list(await asyncio.gather(*pending)) if pending else []
 
     async def commit(result: BatchResult, state: KeyedState) -> None:
         # Outputs first, state after: if the worker dies in between, the input is
         # processed again and the outputs repeat (same keys and content), but state
-        # never claims an input whose outputs were lost. If publishing fails, the
+        # never claims an input whose outputs were lost. If anything fails, the
         # decoded-state caches (already ahead) are dropped before the agent restarts.
         try:
-            await publish(result.outputs)
+            await send([(names[o.topic], o.key, o.value, o.partition) for o in result.outputs])
+            changes: list[tuple[KeyedState, int, str, bytes | None]] = []
+            for (partition, key), value in result.writes.items():
+                changes.append((state, partition, key, orjson.dumps(value)))
+            for (partition, key), label in result.label_writes.items():
+                changes.append((label_state, partition, key,
+                                None if label is None else orjson.dumps(label)))
+            for target, partition, key, raw in changes:
+                target.put(partition, key, raw)
+            await send([(target.changelog_topic, key.encode(), raw, partition)
+                        for target, partition, key, raw in changes])
         except BaseException:
             forget_caches()
             raise
-        for (partition, key), value in result.writes.items():
-            state.put(partition, key, orjson.dumps(value))
-        for (partition, key), label in result.label_writes.items():
-            if label is None:
-                label_state.delete(partition, key)
-            else:
-                label_state.put(partition, key, orjson.dumps(label))
+
+    async def publish(records: list[Output]) -> None:
+        await send([(names[o.topic], o.key, o.value, o.partition) for o in records])
 
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
@@ -180,6 +197,22 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     async def label_reports() -> None:
         await publish(label_report_records(users, labels))
 
+    sources = {settings.topic("clicks"), settings.topic("predictions"),
+               names["items_repartition"], names["item_snapshots"]}
+
+    @app.timer(interval=1.0)
+    async def resume_partitions() -> None:
+        # Faust pauses fetching a partition while a stream's queue is nearly full, or
+        # while tables recover, and resumes it from callbacks; after SIGKILL restarts
+        # under backlog we saw an input partition stay paused for good (the worker idle,
+        # the partition never read). Our agents drain their queues every batch, so once
+        # no rebalance or recovery is under way, asking the consumer to resume every
+        # assigned input partition is safe; a queue that really is full pauses it again.
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        consumer = app.consumer
+        consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic in sources})
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         forget_caches()
@@ -188,6 +221,11 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         labels.forget_partitions()
         users.users.cache.clear()
         items.items.cache.clear()
+
+    @app.task
+    async def install_task_dump() -> None:
+        # `kill -USR2 <worker pid>` logs every asyncio task's stack (stall diagnosis).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
 
     register_views(app, counters, users.watermarks,
                    {"user": (catalog.user, user_state), "item": (catalog.item, item_state)},
@@ -198,6 +236,28 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 OUTPUT_TOPICS = ("features_user", "features_item", "dead_letters", "labels",
                  "training_examples", "late_clicks", "unattributed_clicks", "model_metrics",
                  "label_watermarks")
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        frames = []
+        obj: Any = task.get_coro()
+        while obj is not None and len(frames) < 40:
+            frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None) \
+                or getattr(obj, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} "
+                              f"{frame.f_code.co_name}")
+            nxt = (getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
+                   or getattr(obj, "gi_yieldfrom", None))
+            if nxt is None and frame is None:  # e.g. an async generator's asend()
+                import gc
+                import inspect
+
+                nxt = next((r for r in gc.get_referents(obj)
+                            if inspect.isasyncgen(r) or inspect.iscoroutine(r)), None)
+            obj = nxt
+        log.warning("task %s awaiting:\n%s", task.get_name(), "\n".join(frames))
 
 
 def _now_ms() -> int:
@@ -227,6 +287,10 @@ def __getattr__(name: str) -> Any:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app(Settings.from_env())
+            from freshet.topics import create_topics
+
+            settings = Settings.from_env()
+            create_topics(settings)  # as `freshet worker` does
+            _app = create_app(settings)
         return _app
     raise AttributeError(name)

@@ -1,11 +1,19 @@
 """Changelog-backed keyed state with explicit partitions.
 
-The agent works in batches (``stream.take_events``), where Faust has no current
+The agents work in batches (``stream.take_events``), where Faust has no current
 event, so ``table[key] = value`` cannot tell which changelog partition to use. A key
 always lives in the partition of the input records that carry it (both input topics
-are keyed by ``user_id`` and co-partitioned), so the batch passes that partition and
-we write the store (:mod:`streams.store`) and the table's changelog for it directly:
-one changelog message per key per batch.
+are keyed by ``user_id`` and co-partitioned; items by the repartition topic), so a
+batch names that partition: the store (:mod:`streams.store`) is written for it, and
+the new value goes to that partition of the table's changelog topic through the
+producer, one message per key per batch. Faust's own per-write path (its producer
+buffer and the "buffer full" back-pressure it puts on the fetcher) is not used.
+
+No changelog offset is persisted in RocksDB, so a restarted worker restores its
+tables from the (compacted) changelog from the start. That costs recovery time, but
+Faust's resume-from-persisted-offset path can hang recovery ("No event received for
+active tp ... since recovery start", faust-streaming issues #74 and #155), which our
+SIGKILL restart tests ran into.
 """
 
 from __future__ import annotations
@@ -14,27 +22,29 @@ from typing import Any
 
 
 class KeyedState:
-    """Read and write one Faust table's raw values by key, naming the partition on writes."""
+    """Read and write one Faust table's raw values by key, naming the partition."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
 
+    @property
+    def changelog_topic(self) -> str:
+        """The table's changelog topic name."""
+        name: str = self.table.changelog_topic.get_topic_name()
+        return name
+
     def get(self, key: str) -> bytes | None:
         """The stored value of ``key`` or None."""
-        value: bytes | None = self.table.data.get(key)
+        value: bytes | None = self.table.data.get(key.encode())
         return value
 
-    def put(self, partition: int, key: str, value: bytes) -> None:
-        """Store ``value`` and send it to the changelog partition ``partition``."""
-        self.table.data.put(partition, key, value)
-        self.table.send_changelog(partition, key, value)
-
-    def delete(self, partition: int, key: str) -> None:
-        """Remove ``key`` and send a tombstone to its changelog partition."""
-        self.table.data.delete(partition, key)
-        self.table.send_changelog(partition, key, None, value_serializer="raw")
+    def put(self, partition: int, key: str, value: bytes | None) -> None:
+        """Store ``value`` for ``key`` in ``partition`` (None deletes the key)."""
+        if value is None:
+            self.table.data.delete(partition, key.encode())
+        else:
+            self.table.data.put(partition, key.encode(), value)
 
     def keys_for_partition(self, partition: int) -> list[str]:
         """Every key this worker holds for ``partition``."""
-        keys: list[str] = self.table.data.keys_for_partition(partition)
-        return keys
+        return [k.decode() for k in self.table.data.keys_for_partition(partition)]

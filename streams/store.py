@@ -16,19 +16,19 @@ from faust.stores.rocksdb import Store as RocksDBStore
 class PartitionedRocksDBStore(RocksDBStore):
     """RocksDB (rocksdict) store, one database per partition, explicit-partition writes."""
 
-    def put(self, partition: int, key: str, value: bytes) -> None:
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
         """Write ``key`` into the database of ``partition``."""
         raw_key = self._encode_key(key)
         self._key_index[raw_key] = partition
         self._db_for_partition(partition).put(raw_key, self._encode_value(value))
 
-    def delete(self, partition: int, key: str) -> None:
+    def delete(self, partition: int, key: bytes) -> None:
         """Delete ``key`` from the database of ``partition``."""
         raw_key = self._encode_key(key)
         self._key_index.pop(raw_key, None)
         self._db_for_partition(partition).delete(raw_key)
 
-    def keys_for_partition(self, partition: int) -> list[str]:
+    def keys_for_partition(self, partition: int) -> list[bytes]:
         """Every key stored for ``partition`` (used to rebuild in-memory indexes)."""
         db = self._db_for_partition(partition)
         return [self._decode_key(k) for k in self._visible_keys(db)]
@@ -37,16 +37,16 @@ class PartitionedRocksDBStore(RocksDBStore):
 class PartitionedMemoryStore(MemoryStore):
     """In-memory store with the same explicit-partition API (partition is irrelevant)."""
 
-    def put(self, partition: int, key: str, value: bytes) -> None:
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
         """Write ``key``."""
         self.data[key] = value
         self._key_partition[key] = partition
 
-    def delete(self, partition: int, key: str) -> None:
+    def delete(self, partition: int, key: bytes) -> None:
         """Delete ``key``."""
         self.data.pop(key, None)
         self._key_partition.pop(key, None)
 
-    def keys_for_partition(self, partition: int) -> list[str]:
+    def keys_for_partition(self, partition: int) -> list[bytes]:
         """Every key stored for ``partition`` (used to rebuild in-memory indexes)."""
         return [k for k, p in self._key_partition.items() if p == partition and k in self.data]
