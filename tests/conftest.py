@@ -8,6 +8,7 @@ Broker choice, in order: ``FRESHET_KAFKA_BOOTSTRAP`` when set; else a testcontai
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+_RNG = random.Random()  # ports only: not part of any test's seeded data
 KAFKA_IMAGE = "apache/kafka:4.3.1"
 
 
@@ -45,14 +47,21 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from freshet.kafka_local import LocalKafka
+    from freshet.kafka_local import LauncherError, LocalKafka
 
     # A broker of this session's own (own folder, own ports): concurrent sessions
     # never share, stop or wipe each other's broker.
-    port = _free_port_pair()
-    kafka = LocalKafka(home=ROOT / "var" / f"kafka-test-{port}", port=port)
-    shutil.rmtree(kafka.home, ignore_errors=True)
-    kafka.start()
+    for attempt in range(3):
+        port = _free_port_pair()
+        kafka = LocalKafka(home=ROOT / "var" / f"kafka-test-{port}", port=port)
+        shutil.rmtree(kafka.home, ignore_errors=True)
+        try:
+            kafka.start()
+            break
+        except LauncherError:  # e.g. the port was taken between the check and the bind
+            shutil.rmtree(kafka.home, ignore_errors=True)
+            if attempt == 2:
+                raise
     try:
         yield kafka.bootstrap
     finally:
@@ -66,23 +75,32 @@ def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}-"
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port_pair() -> int:
     """A port p with p and p + 1 free on 127.0.0.1 (broker and controller)."""
-    for _ in range(100):
+    for _ in range(200):
         port = free_port()
-        if port < 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
+        if _bindable(port + 1):
             return port
     raise RuntimeError("no two adjacent free ports on 127.0.0.1")
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free TCP port on 127.0.0.1, below the kernel's ephemeral range.
+
+    Ports the kernel hands out with ``bind(0)`` are ephemeral: any client connection
+    may take one as its source port before our server binds it.
+    """
+    for _ in range(500):
+        port = _RNG.randrange(20_000, 32_000)
+        if _bindable(port):
+            return port
+    raise RuntimeError("no free port on 127.0.0.1 in 20000-32000")

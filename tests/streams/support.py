@@ -159,7 +159,8 @@ def consume(settings: Settings, logical_topics: list[str],
             if time.monotonic() > deadline:
                 tail = worker.log_tail() if worker else ""
                 sizes = {k: len(v) for k, v in got.items()}
-                raise AssertionError(f"timed out; got {sizes}\nworker log:\n{tail}")
+                why = getattr(done, "explain", lambda g: "")(got)
+                raise AssertionError(f"timed out; got {sizes}; {why}\nworker log:\n{tail}")
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error() is None:
                     got[names[msg.topic()]].append(msg)

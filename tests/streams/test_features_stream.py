@@ -35,9 +35,8 @@ def all_features_done(by_entity: dict[str, dict[str, list[oracle.Event]]],
     want = {entity: {key: oracle.final_sources(entity, evs) for key, evs in keyed.items()}
             for entity, keyed in by_entity.items()}
 
-    def done(got: dict[str, list[Any]]) -> bool:
-        if len(got.get("dead_letters", [])) < min_dead_letters:
-            return False
+    def missing(got: dict[str, list[Any]]) -> list[tuple[str, str, Any, Any]]:
+        out = []
         for entity, keyed in want.items():
             latest = {}
             for msg in got[f"features_{entity}"]:
@@ -46,9 +45,15 @@ def all_features_done(by_entity: dict[str, dict[str, list[oracle.Event]]],
             for key, sources in keyed.items():
                 have = latest.get(key)
                 if have is None or any(have.get(k) != v for k, v in sources.items()):
-                    return False
-        return True
+                    out.append((entity, key, have, sources))
+        return out
 
+    def done(got: dict[str, list[Any]]) -> bool:
+        if len(got.get("dead_letters", [])) < min_dead_letters:
+            return False
+        return not missing(got)
+
+    done.explain = lambda got: f"missing {len(missing(got))}: {missing(got)[:3]}"  # type: ignore[attr-defined]
     return done
 
 
