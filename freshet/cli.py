@@ -62,11 +62,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from freshet.topics import create_topics
     from streams.app import create_app
 
     settings = _settings()
+    create_topics(settings)  # idempotent: inputs, outputs and the app's internal topics
     app = create_app(settings)
-    sys.argv = ["freshet", "worker", "--loglevel", args.loglevel or settings.log_level]
+    level = (args.loglevel or settings.log_level).lower()
+    level = {"warning": "warn", "critical": "crit"}.get(level, level)  # Faust's names
+    sys.argv = ["freshet", "worker", "--loglevel", level]
     app.main()
     return 0
 

@@ -49,6 +49,8 @@ def producer_config(
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        # Java-compatible key hashing, as Faust/aiokafka and the README promise
+        "partitioner": "murmur2_random",
         "client.id": "freshet-generator",
         "logger": log,
     }

@@ -153,7 +153,9 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms=0",
             "num.network.threads=3",
             "num.io.threads=4",
-            "log.retention.hours=48",
+            # keep everything: generated logs carry event-time timestamps (2026-01-01
+            # by default), which time-based retention would delete at once
+            "log.retention.ms=-1",
             "log.cleaner.enable=true",
             "",
         ])

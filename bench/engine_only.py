@@ -1,6 +1,6 @@
 """Throughput of the pure feature engine: FeatureSet.update + record per event.
 
-Run: ``.venv/bin/python bench/features_engine.py [n_events]``. Prints events/s for
+Run: ``.venv/bin/python bench/engine_only.py [n_events]``. Prints events/s for
 the default catalog's user set, item set and both (what a worker does per event).
 """
 
@@ -9,11 +9,17 @@ from __future__ import annotations
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from events.contracts import Click, Prediction
-from features.catalog import default_catalog
-from features.featureset import FeatureSet
+# bench/features.py would shadow the `features` package: import from the repo root.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from events.contracts import Click, Prediction  # noqa: E402
+from features.catalog import default_catalog  # noqa: E402
+from features.featureset import FeatureSet  # noqa: E402
 
 T0 = 1_700_000_000_000
 
