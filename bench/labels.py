@@ -1,0 +1,192 @@
+"""Label latency benchmark: click produced -> positive label published, window close ->
+negative label published, and pending label state per open prediction.
+
+Run by hand: ``.venv/bin/python bench/labels.py [--seconds 30] [--rate 200]``. It starts
+its own broker (or uses FRESHET_KAFKA_BOOTSTRAP), one freshet worker with a 10 s label
+window, then produces live traffic whose event time is the wall clock: predictions at
+``--rate`` per second, a click for ~20 % of them after 0.2-3 s carrying the
+prediction_id. Every process it starts is ended by PID; traffic stays on 127.0.0.1.
+The worker's full-catalog throughput is measured by ``bench/features.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+# bench/features.py would shadow the `features` package: import from the repo root.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
+
+from bench._common import broker, free_port, percentile  # noqa: E402
+from freshet.settings import Settings  # noqa: E402
+from freshet.topics import create_topics  # noqa: E402
+
+WINDOW_MS, SKEW_MS, LATENESS_MS = 10_000, 500, 200
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=200.0, help="predictions per second")
+    args = ap.parse_args()
+    rng = random.Random(3)
+    with broker() as bootstrap:
+        prefix = f"bl{int(time.time())}-"
+        work = ROOT / "var" / f"bench-labels-{prefix.rstrip('-')}"
+        work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "FRESHET_KAFKA_BOOTSTRAP": bootstrap,
+               "FRESHET_TOPIC_PREFIX": prefix, "FRESHET_APP_ID": prefix + "app",
+               "FRESHET_DATA_DIR": str(work), "FRESHET_WEB_PORT": str(free_port(False)),
+               "FRESHET_LABEL_WINDOW_MS": str(WINDOW_MS), "FRESHET_LABEL_SKEW_MS": str(SKEW_MS),
+               "FRESHET_ALLOWED_LATENESS_MS": str(LATENESS_MS),
+               "FRESHET_LABEL_OBSERVE_MS": "2000", "FRESHET_IDLE_ADVANCE_MS": "1000"}
+        settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("FRESHET_")})
+        create_topics(settings)
+        with open(work / "worker.log", "ab") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "freshet.cli", "worker"], cwd=ROOT,
+                                      env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{settings.web_port}/stats"
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    urllib.request.urlopen(url, timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            time.sleep(3)  # let the group settle
+            clicks_at, preds = produce_live(settings, args.seconds, args.rate, rng)
+            report(settings, clicks_at, preds, args)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def produce_live(settings: Settings, seconds: float, rate: float,
+                 rng: random.Random) -> tuple[dict[str, int], dict[str, int]]:
+    """Predictions now, clicks later; returns prediction_id -> click / prediction wall ms."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers,
+                         "partitioner": "murmur2_random", "linger.ms": 1})
+    t_pred, t_click = settings.topic("predictions"), settings.topic("clicks")
+    pending: list[tuple[float, bytes, bytes, str]] = []
+    clicks_at: dict[str, int] = {}
+    preds: dict[str, int] = {}
+    start = time.time()
+    n = 0
+    while time.time() - start < seconds + 4:
+        now = time.time()
+        if now - start < seconds and n < (now - start) * rate:
+            user = f"u{rng.randrange(500)}"
+            pid = f"p{n}"
+            ts = int(now * 1000)
+            body = {"prediction_id": pid, "request_id": f"r{n}", "user_id": user,
+                    "item_id": f"i{rng.randrange(200)}", "model_id": "m", "score": 0.5, "ts": ts}
+            producer.produce(t_pred, key=user.encode(), value=orjson.dumps(body))
+            preds[pid] = ts
+            if rng.random() < 0.2:
+                click = {"user_id": user, "item_id": body["item_id"], "prediction_id": pid}
+                pending.append((now + rng.uniform(0.2, 3.0), user.encode(),
+                                orjson.dumps(click), pid))
+            n += 1
+        due = [p for p in pending if p[0] <= now]
+        for p in due:
+            pending.remove(p)
+            body = orjson.loads(p[2])
+            body["ts"] = int(now * 1000)
+            producer.produce(t_click, key=p[1], value=orjson.dumps(body))
+            clicks_at[p[3]] = body["ts"]
+        producer.poll(0)
+        time.sleep(0.001)
+    producer.flush(30)
+    return clicks_at, preds
+
+
+def report(settings: Settings, clicks_at: dict[str, int], preds: dict[str, int],
+           args: argparse.Namespace) -> None:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
+                         "group.id": settings.app_id + "-bench", "auto.offset.reset": "earliest",
+                         "fetch.queue.backoff.ms": 10})
+    consumer.subscribe([settings.topic("labels")])
+    pos: list[float] = []
+    neg: list[float] = []
+    seen: set[str] = set()
+    deadline = time.time() + WINDOW_MS / 1000 + 30
+    while time.time() < deadline and len(seen) < len(preds):
+        for msg in consumer.consume(1000, timeout=0.5):
+            if msg.error():
+                continue
+            rec = orjson.loads(msg.value())
+            if not rec["final"] or rec["prediction_id"] in seen:
+                continue
+            seen.add(rec["prediction_id"])
+            published = msg.timestamp()[1]
+            if rec["label"] == 1 and rec["prediction_id"] in clicks_at:
+                pos.append(published - clicks_at[rec["prediction_id"]])
+            elif rec["label"] == 0:
+                neg.append(published - (rec["prediction_ts"] + WINDOW_MS))
+    consumer.close()
+    state_bytes = pending_state_bytes(settings)
+    print(f"predictions {len(preds)} at {args.rate:.0f}/s for {args.seconds:.0f} s; "
+          f"final labels seen {len(seen)}; window {WINDOW_MS} ms, skew {SKEW_MS} ms, "
+          f"allowed lateness {LATENESS_MS} ms")
+    for name, values, target in (("positive (click produced -> label)", pos, 250),
+                                 ("negative (window close -> label)", neg, 1000)):
+        if values:
+            p50, p99 = percentile(values, 50), percentile(values, 99)
+            verdict = "PASS" if p99 < target else "MISS"
+            print(f"  {name}: n={len(values)} p50 {p50:.0f} ms p99 {p99:.0f} ms "
+                  f"(target p99 < {target} ms) {verdict}")
+    print(f"  pending label state: {state_bytes}")
+
+
+def pending_state_bytes(settings: Settings) -> str:
+    """Mean label-state bytes per open prediction, from the labels changelog."""
+    from confluent_kafka import TopicPartition
+
+    from labels import LabelConfig
+    from streams.labelstage import label_state_name
+
+    cfg = LabelConfig(window_ms=WINDOW_MS, skew_ms=SKEW_MS, observe_ms=2000)
+    topic = f"{settings.app_id}-{label_state_name(cfg)}-changelog"
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
+                         "group.id": settings.app_id + "-bench-state",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    sizes: list[tuple[int, int]] = []
+    empty = 0
+    while empty < 4:
+        msgs = consumer.consume(1000, timeout=0.5)
+        empty = 0 if msgs else empty + 1
+        for msg in msgs:
+            if msg.error() or msg.value() is None:
+                continue
+            state = orjson.loads(msg.value())
+            open_n = sum(1 for p in state["m"]["predictions"].values() if not p["final"])
+            if open_n:
+                sizes.append((len(msg.value()), open_n))
+    consumer.close()
+    if not sizes:
+        return "no label state with open predictions was read"
+    per = [b / n for b, n in sizes]
+    return (f"{sum(per) / len(per):.0f} B per open prediction (mean over {len(per)} "
+            f"changelog writes; includes the point-in-time feature snapshots)")
+
+
+if __name__ == "__main__":
+    main()
