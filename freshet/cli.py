@@ -121,9 +121,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import time
+
     from freshet.demo import run_demo
 
-    return run_demo(_settings(), duration_s=args.duration, rate=args.rate, seed=args.seed,
+    settings = _settings()
+    if not os.environ.get("FRESHET_TOPIC_PREFIX") and not os.environ.get("FRESHET_APP_ID"):
+        # Each demo run gets topics and a consumer group of its own, so a backlog
+        # left by an earlier run never mixes into this one's event time.
+        run_id = time.strftime("run%Y%m%d%H%M%S")
+        settings = settings.with_(topic_prefix=f"{run_id}.", app_id=f"freshet-{run_id}")
+        os.environ["FRESHET_TOPIC_PREFIX"] = settings.topic_prefix
+        os.environ["FRESHET_APP_ID"] = settings.app_id
+        print(f"this run's topics are prefixed {settings.topic_prefix!r}", flush=True)
+    return run_demo(settings, duration_s=args.duration, rate=args.rate, seed=args.seed,
                     keep_kafka=args.keep_kafka)
 
 

@@ -117,7 +117,12 @@ def produce(
 
     def require_topic(topic: str) -> None:
         nonlocal known_topics
-        if known_topics is None or topic not in known_topics:
+        # a topic created a moment ago may take a little while to show in metadata
+        for attempt in range(20):
+            if known_topics is not None and topic in known_topics:
+                break
+            if attempt:
+                time.sleep(0.5)
             try:
                 metadata = producer.list_topics(timeout=connect_timeout_s)
             except KafkaException as exc:
@@ -125,7 +130,7 @@ def produce(
                     f"cannot reach Kafka at {bootstrap} within {connect_timeout_s} s: {exc}"
                 ) from exc
             known_topics = set(metadata.topics)
-        if topic not in known_topics:
+        if known_topics is None or topic not in known_topics:
             raise ProduceError(
                 f"topic {topic!r} does not exist on {bootstrap} (auto-creation is off);"
                 " create it first, e.g. with `freshet topics create`"
