@@ -167,3 +167,25 @@ def consume(settings: Settings, logical_topics: list[str],
     finally:
         consumer.close()
     return got
+
+
+def produce_then_kill(settings: Settings, log_path: Path, records: list[GeneratedRecord],
+                      reached: Callable[[dict[str, Any]], bool],
+                      timeout_s: float = 60) -> list[Produced]:
+    """Start a worker, produce ``records``, SIGKILL it once ``reached(stats)``; the log.
+
+    The kill lands while it has processed some but (very likely) not all of them.
+    """
+    worker = Worker(settings, log_path)
+    worker.start()
+    try:
+        log = produce_log(settings, records)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            s = stats(settings)
+            if s and reached(s):
+                break
+            time.sleep(0.05)
+    finally:
+        worker.stop(sig=signal.SIGKILL)
+    return log

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from freshet.generator import GeneratorConfig, generate
 from freshet.topics import create_topics
 from tests.streams import oracle
-from tests.streams.support import Worker, consume, produce_log, stats
+from tests.streams.support import Worker, consume, produce_log, produce_then_kill
 from tests.streams.test_features_stream import (
     all_features_done,
     check_feature_records,
@@ -32,22 +30,8 @@ def test_sigkill_mid_stream_then_restart(kafka_bootstrap: str, unique_prefix: st
     records = list(generate(GeneratorConfig(seed=23, users=50, items=30, predictions=3_000)))
     half = len(records) // 2
 
-    first = Worker(settings, tmp_path / "worker-1.log")
-    first.start()
-    try:
-        log = produce_log(settings, records[:half])
-        deadline = time.monotonic() + 60
-        # kill once it has processed some but (very likely) not all of the first half
-        while time.monotonic() < deadline:
-            s = stats(settings)
-            if s and sum(s["events"].values()) >= half // 3:
-                break
-            time.sleep(0.05)
-        first.stop(sig=signal.SIGKILL)
-        killed_at = sum(stats_or_zero(s).values())
-    finally:
-        first.stop(sig=signal.SIGKILL)
-    assert killed_at > 0
+    log = produce_then_kill(settings, tmp_path / "worker-1.log", records[:half],
+                            lambda s: sum(s["events"].values()) >= half // 3)
 
     second = Worker(settings, tmp_path / "worker-2.log")
     second.start()
@@ -64,7 +48,3 @@ def test_sigkill_mid_stream_then_restart(kafka_bootstrap: str, unique_prefix: st
     # oracle for the events it says it includes, so nothing was counted twice.
     assert check_feature_records("user", got["features_user"], keyed["user"]) >= 50
     assert check_feature_records("item", got["features_item"], keyed["item"]) >= 30
-
-
-def stats_or_zero(s: dict | None) -> dict[str, int]:
-    return s["events"] if s else {"none": 0}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from freshet.generator import GeneratorConfig, generate
 from freshet.topics import create_topics
 from tests.streams import oracle
 from tests.streams.label_oracle import final_labels
-from tests.streams.support import Worker, consume, produce_log, stats
+from tests.streams.support import Worker, consume, produce_log, produce_then_kill
 from tests.streams.test_features_stream import make_settings
 from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
 
@@ -29,18 +27,8 @@ def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix:
     records = list(generate(GeneratorConfig(seed=31, users=40, items=30, predictions=1_500)))
     half = len(records) // 2
 
-    first = Worker(settings, tmp_path / "worker-1.log")
-    first.start()
-    try:
-        log = produce_log(settings, records[:half])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            s = stats(settings)
-            if s and s["labels"].get("label", 0) >= 50:
-                break
-            time.sleep(0.05)
-    finally:
-        first.stop(sig=signal.SIGKILL)
+    log = produce_then_kill(settings, tmp_path / "worker-1.log", records[:half],
+                            lambda s: s["labels"].get("label", 0) >= 50)
 
     second = Worker(settings, tmp_path / "worker-2.log")
     second.start()
