@@ -52,46 +52,6 @@ class Window:
         return self.start_ms <= ts_ms < self.end_ms
 
 
-class Watermark:
-    """Max event time seen minus the allowed lateness; it never goes backwards.
-
-    >>> wm = Watermark(allowed_lateness_ms=1_000)
-    >>> wm.observe(10_000)
-    9000
-    >>> wm.observe(5_000)   # an older event never moves it back
-    9000
-    >>> wm.is_late(8_999), wm.is_late(9_000)
-    (True, False)
-    >>> wm.advance_to(20_000)   # idle-time advance or end of input
-    20000
-    """
-
-    __slots__ = ("allowed_lateness_ms", "max_event_ms", "value_ms")
-
-    def __init__(self, allowed_lateness_ms: int, value_ms: int | None = None) -> None:
-        if allowed_lateness_ms < 0:
-            raise ValueError(f"allowed lateness must be >= 0 ms, got {allowed_lateness_ms}")
-        self.allowed_lateness_ms = allowed_lateness_ms
-        self.max_event_ms: int | None = None
-        self.value_ms: int | None = value_ms
-
-    def observe(self, ts_ms: int) -> int:
-        """Account for an event at ``ts_ms`` and return the (possibly raised) watermark."""
-        if self.max_event_ms is None or ts_ms > self.max_event_ms:
-            self.max_event_ms = ts_ms
-        return self.advance_to(ts_ms - self.allowed_lateness_ms)
-
-    def advance_to(self, ts_ms: int) -> int:
-        """Raise the watermark to ``ts_ms`` if that is later; return the watermark."""
-        if self.value_ms is None or ts_ms > self.value_ms:
-            self.value_ms = ts_ms
-        return self.value_ms
-
-    def is_late(self, ts_ms: int) -> bool:
-        """True when an event at ``ts_ms`` is behind the watermark (too late to count)."""
-        return self.value_ms is not None and ts_ms < self.value_ms
-
-
 class InputWatermark:
     """The watermark of one partition fed by several input topics: the minimum of theirs.
 

@@ -8,8 +8,10 @@ the window.
 
 from __future__ import annotations
 
+from features.tiles import Tiled
 
-class DistinctLast:
+
+class DistinctLast(Tiled):
     """Mergeable exact distinct count of string values in a sliding tiled window.
 
     >>> agg = DistinctLast(tile_ms=10, n_tiles=3)
@@ -20,16 +22,7 @@ class DistinctLast:
     ({'a': 2, 'b': 1, 'c': 3}, 3, 1)
     """
 
-    __slots__ = ("n_tiles", "tile_ms")
-
-    def __init__(self, tile_ms: int, n_tiles: int) -> None:
-        if tile_ms <= 0 or n_tiles <= 0:
-            raise ValueError(f"tile_ms and n_tiles must be > 0, got {tile_ms}, {n_tiles}")
-        self.tile_ms = tile_ms
-        self.n_tiles = n_tiles
-
-    def __repr__(self) -> str:
-        return f"DistinctLast(tile_ms={self.tile_ms}, n_tiles={self.n_tiles})"
+    __slots__ = ()
 
     def init(self) -> dict[str, int]:
         """No value seen yet.

@@ -9,15 +9,11 @@ Older tiles are zeroed as the ring advances, so the state never grows.
 from __future__ import annotations
 
 
-class TileCounts:
-    """Mergeable per-tile event counts in a fixed ring of ``n_tiles`` slots.
+class Tiled:
+    """Shared shape of tile-based aggregators: ``n_tiles`` tiles of ``tile_ms`` each.
 
-    >>> agg = TileCounts(tile_ms=10, n_tiles=3)
-    >>> s = agg.init()
-    >>> for ts in (0, 5, 12, 29):
-    ...     s = agg.update(s, ts, as_of_ms=ts)
-    >>> s, agg.result(s, 29), agg.window_count(s, 29, 2), agg.result(s, 35)
-    ([2, 2, 1, 1], 4, 2, 2)
+    >>> Tiled(5_000, 12)
+    Tiled(tile_ms=5000, n_tiles=12)
     """
 
     __slots__ = ("n_tiles", "tile_ms")
@@ -29,7 +25,21 @@ class TileCounts:
         self.n_tiles = n_tiles
 
     def __repr__(self) -> str:
-        return f"TileCounts(tile_ms={self.tile_ms}, n_tiles={self.n_tiles})"
+        return f"{type(self).__name__}(tile_ms={self.tile_ms}, n_tiles={self.n_tiles})"
+
+
+class TileCounts(Tiled):
+    """Mergeable per-tile event counts in a fixed ring of ``n_tiles`` slots.
+
+    >>> agg = TileCounts(tile_ms=10, n_tiles=3)
+    >>> s = agg.init()
+    >>> for ts in (0, 5, 12, 29):
+    ...     s = agg.update(s, ts, as_of_ms=ts)
+    >>> s, agg.result(s, 29), agg.window_count(s, 29, 2), agg.result(s, 35)
+    ([2, 2, 1, 1], 4, 2, 2)
+    """
+
+    __slots__ = ()
 
     def init(self) -> list[int]:
         """A new, empty ring.
