@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from features.catalog import Catalog, default_catalog
 from freshet.settings import Settings
@@ -188,10 +188,25 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     app.agent(snapshots, name="freshet-item-snapshots")(user_agent)
     app.agent(repartition, name="freshet-items")(item_agent)
 
+    inputs_by_source = {"clicks": settings.topic("clicks"),
+                        "predictions": settings.topic("predictions")}
+
+    def caught_up(partition: int) -> bool:
+        """Nothing left to read in this partition of either input topic."""
+        for source, topic in inputs_by_source.items():
+            highwater = app.consumer.highwater(TP(topic, partition))
+            done = users.positions.get((source, partition))
+            if highwater is None or highwater > (0 if done is None else done + 1):
+                return False
+        return True
+
     @app.timer(interval=1.0)
     async def idle_advance() -> None:
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
         async with user_side:
-            await commit(advance_idle(users, _now_ms(), settings.idle_advance_ms), user_state)
+            await commit(advance_idle(users, _now_ms(), settings.idle_advance_ms, caught_up),
+                         user_state)
 
     @app.timer(interval=5.0)
     async def label_reports() -> None:

@@ -225,6 +225,8 @@ class UserProcessor:
         self.watermarks: dict[int, InputWatermark] = {}
         #: per partition, the wall-clock ms when its max event time last grew
         self.last_progress_wall_ms: dict[int, int] = {}
+        #: the last input offset processed per (source topic, partition)
+        self.positions: dict[tuple[str, int], int] = {}
 
     def watermark(self, partition: int) -> InputWatermark:
         """The partition's input watermark (created on first use)."""
@@ -250,6 +252,7 @@ class UserProcessor:
                     labels.on_item_snapshot(body["user_id"], rec.partition, body)
                 continue
             counters.events[rec.source] += 1
+            self.positions[(rec.source, rec.partition)] = rec.offset
             try:
                 event = _DECODERS[rec.source](rec.value)
             except ContractError as exc:
@@ -296,19 +299,24 @@ class UserProcessor:
         return result
 
 
-def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int) -> BatchResult:
+def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int,
+                 caught_up: Callable[[int], bool] = lambda partition: True) -> BatchResult:
     """Move idle partitions' watermarks forward with the wall clock; close due labels.
 
-    A partition whose max event time has not grown for ``idle_ms`` of wall time is
-    assumed to be quiet, not slow: its watermark advances by the wall time elapsed
-    since it last made progress (never backwards), so labels still close when
-    traffic stops.
+    A partition whose max event time has not grown for ``idle_ms`` of wall time, and
+    that has nothing left to read (``caught_up``), is quiet, not slow: its watermark
+    advances by the wall time elapsed since it last made progress (never backwards),
+    so labels still close when traffic stops. A partition with unread input (a
+    backlog, or one paused by a rebalance) is never advanced.
     """
     result = BatchResult()
     labels = processor.labels
     for partition, wm in processor.watermarks.items():
         last = processor.last_progress_wall_ms.get(partition)
         if last is None or now_wall_ms - last < idle_ms:
+            continue
+        if not caught_up(partition):
+            processor.last_progress_wall_ms[partition] = now_wall_ms  # idle starts later
             continue
         seen = [m for m in wm.max_event_ms.values() if m is not None]
         if not seen:
