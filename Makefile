@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv tools lint kafka-start kafka-stop clean
+.PHONY: run test test-restart venv tools lint kafka-start kafka-stop clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ run: venv
 
 test: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# SIGKILL restart tests: opt-in while a restarted worker can still stall (README).
+test-restart: venv
+	$(BIN)/python -m pytest -m restart tests/streams
 
 lint: venv
 	$(BIN)/ruff check events features labels

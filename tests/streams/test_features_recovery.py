@@ -16,7 +16,7 @@ from tests.streams.test_features_stream import (
     make_settings,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
 
 def test_sigkill_mid_stream_then_restart(kafka_bootstrap: str, unique_prefix: str,

@@ -16,7 +16,7 @@ from tests.streams.support import Worker, consume, produce_log, produce_then_kil
 from tests.streams.test_features_stream import make_settings
 from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
 
 def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix: str,
