@@ -62,7 +62,7 @@ class Settings:
     label_observe_ms: int = 60_000
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
-    store: str = "memory"
+    store: str = "rocksdb"
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"
@@ -70,6 +70,7 @@ class Settings:
     web_enabled: bool = True
     processing_guarantee: str = "at_least_once"
     commit_interval_ms: int = 1_000
+    linger_ms: int = 1
     session_timeout_ms: int = 10_000
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
@@ -121,6 +122,7 @@ class Settings:
         need(self.processing_guarantee in GUARANTEES, "PROCESSING_GUARANTEE",
              f"must be one of {GUARANTEES}")
         need(self.commit_interval_ms > 0, "COMMIT_INTERVAL_MS", "must be > 0")
+        need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")
         need(6_000 <= self.session_timeout_ms <= 300_000, "SESSION_TIMEOUT_MS",
              "must be between 6000 and 300000 (the broker's group session limits)")
         need(self.security_protocol in SECURITY_PROTOCOLS, "KAFKA_SECURITY_PROTOCOL",

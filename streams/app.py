@@ -7,6 +7,7 @@ attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
 import signal
@@ -30,9 +31,11 @@ from streams.processor import (
     InputRecord,
     ItemProcessor,
     Output,
+    ReadPositions,
     UserProcessor,
     advance_idle,
 )
+from streams.sender import Record, Sender, SendError
 from streams.state import KeyedState
 from streams.views import register_views
 
@@ -133,21 +136,40 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     labels = LabelStage(label_config, label_state.get, label_state.keys_for_partition, counters)
     users = UserProcessor(catalog.user, user_state.get, settings.allowed_lateness_ms,
                           partitioner(partitions), counters, labels)
-    items = ItemProcessor(catalog.item, item_state.get, counters, partitions)
+    items = ItemProcessor(catalog.item, item_state.get, counters, partitions,
+                          user_partition=partitioner(partitions))
     user_side = asyncio.Lock()  # the user agents and the idle timer share user/label state
     direct = settings.processing_guarantee == "at_least_once"
 
-    async def send(records: list[tuple[str, bytes | None, bytes | None, int | None]]) -> list[Any]:
-        """Send (topic, key, value, partition) records; their delivery metadata, in order."""
-        # Faust's Topic.send costs a channel, codec and callback per message; at
-        # least once, the producer's own send is enough. Transactions need Faust's.
+    sender: list[Sender] = []
+    delivered = ReadPositions()  # input positions processed by this process
+
+    async def send(records: list[Record]) -> None:
+        """Send (topic, key, value, partition) records; return once all are acknowledged."""
+        # At least once, librdkafka sends them (streams/sender.py); transactions need
+        # Faust's producer (and its Topic.send, a channel and callback per message).
         if direct:
-            producer = app.producer
-            pending = [await producer.send(t, k, v, p, None, None) for t, k, v, p in records]
-        else:
+            if not sender:
+                sender.append(Sender(settings.kafka_client_config(), settings.linger_ms))
+            # Until the broker has them, the batch's input offsets are not acked (so
+            # not committed): keep trying, as idempotent repeats, rather than move on.
+            for attempt in itertools.count():
+                try:
+                    await sender[0].send(records)
+                    return
+                except SendError as exc:
+                    pause = min(30.0, 0.5 * 2 ** attempt)
+                    log.error("%s; retrying the batch in %.1f s", exc, pause)
+                    await asyncio.sleep(pause)
+        elif records:
             pending = [await app.topic(t, key_type=bytes, value_type=bytes).send(
                 key=k, value=v, partition=p) for t, k, v, p in records]
-        return list(await asyncio.gather(*pending)) if pending else []
+            await asyncio.gather(*pending)
+
+    @app.on_before_shutdown.connect
+    def close_sender(sender_app: Any, **kwargs: Any) -> None:
+        for s in sender:
+            s.close()
 
     async def commit(result: BatchResult, state: KeyedState) -> None:
         # Outputs first, state after: if the worker dies in between, the input is
@@ -168,20 +190,31 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                         for target, partition, key, raw in changes])
         except BaseException:
             forget_caches()
+            delivered.clear()  # the failed batch may come again: let it through
             raise
 
     async def publish(records: list[Output]) -> None:
         await send([(names[o.topic], o.key, o.value, o.partition) for o in records])
 
+    def fresh(batch: list[InputRecord]) -> list[InputRecord]:
+        # Faust resumes fetching before it seeks to the committed offsets (at start
+        # and after rebalances), so records this process already processed come
+        # again; they are skipped here (their batch's outputs and state are durable).
+        new, rewinds = delivered.fresh(batch)
+        for (topic, partition), (offset, last) in rewinds.items():
+            log.info("%s[%d] delivered again from offset %d (processed up to %d): skipped",
+                     topic, partition, offset, last)
+        return new
+
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
-                batch = [_input_record(ev, source_of) for ev in events]
+                batch = fresh([_input_record(ev, source_of) for ev in events])
                 await commit(users.process(batch, _now_ms()), user_state)
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = [_input_record(ev, source_of) for ev in events]
+            batch = fresh([_input_record(ev, source_of) for ev in events])
             await commit(items.process(batch), item_state)
 
     app.agent(inputs, name="freshet-users")(user_agent)
@@ -205,7 +238,11 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         if app.rebalancing or not app.tables.recovery.completed.is_set():
             return
         async with user_side:
-            await commit(advance_idle(users, _now_ms(), settings.idle_advance_ms, caught_up),
+            now = _now_ms()
+            for tp in app.consumer.assignment():
+                if tp.topic == inputs_by_source["clicks"]:
+                    users.restore(tp.partition, now)  # e.g. restarted with nothing to read
+            await commit(advance_idle(users, now, settings.idle_advance_ms, caught_up),
                          user_state)
 
     @app.timer(interval=5.0)
@@ -231,6 +268,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         forget_caches()
+        # watermarks and positions come back from the user table if they return
+        users.forget({tp.partition for tp in revoked if tp.topic == inputs_by_source["clicks"]})
 
     def forget_caches() -> None:
         labels.forget_partitions()

@@ -80,7 +80,7 @@ class DeadlineIndex:
 class LabelStage:
     """Feeds events and watermarks to the label machine; collects writes and outputs."""
 
-    def __init__(self, config: LabelConfig, read: Callable[[str], bytes | None],
+    def __init__(self, config: LabelConfig, read: Callable[[int, str], bytes | None],
                  keys_for_partition: Callable[[int], list[str]], counters: Counters) -> None:
         self.machine = LabelMachine(config)
         self.config = config
@@ -98,10 +98,10 @@ class LabelStage:
         self._snap_ttl_ms = config.window_ms + config.skew_ms + config.late_horizon_ms
 
     # -- state ---------------------------------------------------------------------
-    def _load(self, key: str) -> dict[str, Any]:
+    def _load(self, partition: int, key: str) -> dict[str, Any]:
         state = self.cache.get(key)
         if state is None:
-            raw = self.read(key)
+            raw = self.read(partition, key)
             state = ({"m": self.machine.new_state(), "o": {}, "snap": {}, "wait": {}}
                      if raw is None else orjson.loads(raw))
             self.cache.put(key, state)
@@ -113,7 +113,7 @@ class LabelStage:
             idx = self.deadlines[partition] = DeadlineIndex()
             opened = self.open[partition] = OpenPredictions()
             for key in self.keys_for_partition(partition):
-                raw = self.read(key)
+                raw = self.read(partition, key)
                 if raw is not None:
                     m = orjson.loads(raw)["m"]
                     idx.update(key, self.machine.next_deadline_ms(m))
@@ -132,7 +132,7 @@ class LabelStage:
                  user_snapshot: dict[str, Any] | None = None) -> None:
         """Apply a prediction or click unless its offset shows it was applied already."""
         self._index(partition)
-        state = self._load(key)
+        state = self._load(partition, key)
         applied = state["o"].get(source)
         if applied is not None and offset <= applied:
             self.counters.duplicates += 1
@@ -150,7 +150,7 @@ class LabelStage:
     def on_item_snapshot(self, key: str, partition: int, body: dict[str, Any]) -> None:
         """The item's features as of a prediction, sent back by the item side."""
         self._index(partition)
-        state = self._load(key)
+        state = self._load(partition, key)
         pid = body["prediction_id"]
         waiting = state["wait"].pop(pid, None)
         if waiting is not None:
@@ -163,7 +163,7 @@ class LabelStage:
     def on_watermark(self, partition: int, watermark_ms: int) -> None:
         """Close what the partition's watermark has reached."""
         for key in self._index(partition).pop_due(watermark_ms):
-            state = self._load(key)
+            state = self._load(partition, key)
             outs = self.machine.on_watermark(state["m"], watermark_ms)
             self._route(key, state, outs)
             snap = state["snap"]

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from streams.labelstage import LabelStage
 
 SOURCES = ("clicks", "predictions")
+#: Key of a partition's watermark and input positions in the user table: longer than
+#: any entity id may be (events.contracts.MAX_ID_LEN), so it names no user.
+META_KEY = "~freshet~partition~" + "~" * 256
 Event = Prediction | Click
 _DECODERS: dict[str, Callable[[bytes], Event]] = {
     "clicks": decode_click,
@@ -108,6 +111,67 @@ class Counters:
                 "features_published": dict(self.features_published)}
 
 
+#: Largest value of one batched internal message (the broker default max is 1 MiB).
+MAX_BATCH_MESSAGE_BYTES = 512 * 1024
+
+
+def batched_outputs(topic: str, partition: int, entries: list[Any],
+                    body: Callable[[list[Any]], dict[str, Any]],
+                    limit: int = MAX_BATCH_MESSAGE_BYTES) -> list[Output]:
+    """``entries`` as few messages as fit ``limit`` bytes each (halved until they do).
+
+    >>> outs = batched_outputs("t", 0, list(range(100)), lambda e: {"e": e}, limit=120)
+    >>> [len(orjson.loads(o.value)["e"]) for o in outs]
+    [25, 25, 25, 25]
+    """
+    value = orjson.dumps(body(entries))
+    if len(value) <= limit or len(entries) <= 1:
+        return [Output(topic, None, value, partition)]
+    half = len(entries) // 2
+    return (batched_outputs(topic, partition, entries[:half], body, limit)
+            + batched_outputs(topic, partition, entries[half:], body, limit))
+
+
+class ReadPositions:
+    """The last offset processed per (topic, partition) in this process.
+
+    Records come in offset order per partition, and a batch is durable (outputs and
+    state acknowledged) before the next one is taken, so a record at or below the
+    last processed offset of its partition has been processed: it is dropped.
+
+    >>> pos = ReadPositions()
+    >>> rec = lambda off: InputRecord("clicks", "clicks", 0, off, None, b"")
+    >>> [r.offset for r in pos.fresh([rec(0), rec(1), rec(2)])[0]]
+    [0, 1, 2]
+    >>> new, rewinds = pos.fresh([rec(1), rec(2), rec(3)])
+    >>> [r.offset for r in new], rewinds
+    ([3], {('clicks', 0): (1, 2)})
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], int] = {}
+
+    def fresh(self, batch: Sequence[InputRecord]
+              ) -> tuple[list[InputRecord], dict[tuple[str, int], tuple[int, int]]]:
+        """The records not processed yet, and per rewound partition (first, last) offsets."""
+        last = self._last
+        out: list[InputRecord] = []
+        rewinds: dict[tuple[str, int], tuple[int, int]] = {}
+        for rec in batch:
+            tp = (rec.topic, rec.partition)
+            seen = last.get(tp)
+            if seen is not None and rec.offset <= seen:
+                rewinds.setdefault(tp, (rec.offset, seen))
+                continue
+            last[tp] = rec.offset
+            out.append(rec)
+        return out, rewinds
+
+    def clear(self) -> None:
+        """Forget every position (after a failed batch, whose records may come again)."""
+        self._last.clear()
+
+
 def dead_letter(rec: InputRecord, reason: str) -> Output:
     """The ``dead-letters`` record for an input that could not be used."""
     text: str | None
@@ -160,7 +224,7 @@ class EntityUpdater:
     Stored value per key: ``{"f": feature state, "o": {provenance: last offset}}``.
     """
 
-    def __init__(self, features: FeatureSet, read: Callable[[str], bytes | None],
+    def __init__(self, features: FeatureSet, read: Callable[[int, str], bytes | None],
                  output_topic: str, counters: Counters) -> None:
         self.features = features
         self.read = read
@@ -169,11 +233,11 @@ class EntityUpdater:
         self.cache = StateCache()
         self._dirty: dict[str, tuple[int, dict[str, Any]]] = {}
 
-    def load(self, key: str) -> dict[str, Any]:
+    def load(self, partition: int, key: str) -> dict[str, Any]:
         """The state of ``key``: decoded from the cache, the store, or a fresh one."""
         state = self.cache.get(key)
         if state is None:
-            raw = self.read(key)
+            raw = self.read(partition, key)
             state = {"f": self.features.new_state(), "o": {}} if raw is None else orjson.loads(raw)
             self.cache.put(key, state)
         return state
@@ -181,7 +245,7 @@ class EntityUpdater:
     def apply(self, key: str, partition: int, provenance: str, offset: int, source: str,
               event: Event, watermark_ms: int | None) -> dict[str, Any]:
         """Apply one event unless its offset shows it was applied already; the state."""
-        state = self.load(key)
+        state = self.load(partition, key)
         applied = state["o"].get(provenance)
         if applied is not None and offset <= applied:
             self.counters.duplicates += 1  # redelivered after a crash: re-send, not re-apply
@@ -214,7 +278,7 @@ class EntityUpdater:
 class UserProcessor:
     """Input topics -> user features, dead letters, and events forwarded for items."""
 
-    def __init__(self, users: FeatureSet, read_user_state: Callable[[str], bytes | None],
+    def __init__(self, users: FeatureSet, read_user_state: Callable[[int, str], bytes | None],
                  allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
                  counters: Counters | None = None, labels: LabelStage | None = None) -> None:
         self.counters = counters or Counters()
@@ -229,11 +293,44 @@ class UserProcessor:
         self.positions: dict[tuple[str, int], int] = {}
 
     def watermark(self, partition: int) -> InputWatermark:
-        """The partition's input watermark (created on first use)."""
+        """The partition's input watermark (restored from the table on first use)."""
         wm = self.watermarks.get(partition)
         if wm is None:
             wm = self.watermarks[partition] = InputWatermark(SOURCES, self.allowed_lateness_ms)
+            raw = self.users.read(partition, META_KEY)
+            if raw is not None:
+                meta = orjson.loads(raw)
+                wm.max_event_ms.update(meta["max"])
+                if meta["wm"] is not None:
+                    wm.advance_to(meta["wm"])
+                for source, offset in meta["pos"].items():
+                    self.positions.setdefault((source, partition), offset)
         return wm
+
+    def restore(self, partition: int, now_wall_ms: int) -> None:
+        """Load an assigned partition's watermark and positions, before any input comes.
+
+        A worker that restarts after its inputs were fully read still has labels to
+        close: with this, the idle advance can move their partition's watermark.
+        """
+        if partition not in self.watermarks:
+            self.watermark(partition)
+            self.last_progress_wall_ms.setdefault(partition, now_wall_ms)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what is kept in memory for partitions this worker no longer owns."""
+        for partition in partitions:
+            self.watermarks.pop(partition, None)
+            self.last_progress_wall_ms.pop(partition, None)
+            for source in SOURCES:
+                self.positions.pop((source, partition), None)
+
+    def meta(self, partition: int) -> dict[str, Any]:
+        """What :meth:`watermark` restores: max event times, watermark, positions."""
+        wm = self.watermark(partition)
+        return {"max": dict(wm.max_event_ms), "wm": wm.value_ms,
+                "pos": {s: self.positions[(s, partition)] for s in SOURCES
+                        if (s, partition) in self.positions}}
 
     def process(self, batch: Sequence[InputRecord], now_wall_ms: int = 0) -> BatchResult:
         """Apply a batch of input records in order; see the module docstring."""
@@ -245,21 +342,23 @@ class UserProcessor:
         item_partition = self.item_partition
         forwards: dict[int, list[Any]] = {}
         touched: set[int] = set()
+        read: set[int] = set()
         for rec in batch:
             if rec.source == "item_snapshots":
                 if labels is not None:
-                    body = orjson.loads(rec.value)
-                    labels.on_item_snapshot(body["user_id"], rec.partition, body)
+                    for snap in orjson.loads(rec.value)["snapshots"]:
+                        labels.on_item_snapshot(snap["user_id"], rec.partition, snap)
                 continue
             counters.events[rec.source] += 1
+            wm = self.watermark(rec.partition)  # restores positions: set this one after
             self.positions[(rec.source, rec.partition)] = rec.offset
+            read.add(rec.partition)
             try:
                 event = _DECODERS[rec.source](rec.value)
             except ContractError as exc:
                 counters.dead_letters += 1
                 outputs.append(dead_letter(rec, exc.reason))
                 continue
-            wm = self.watermark(rec.partition)
             if wm.is_late(event.ts):
                 counters.late_events += 1
                 counters.dead_letters += 1
@@ -290,12 +389,15 @@ class UserProcessor:
                     labels.on_watermark(partition, wm_value)
             labels.finish(result)
         users.finish(result)
+        for partition in read:
+            self.last_progress_wall_ms.setdefault(partition, now_wall_ms)
+            result.writes[(partition, META_KEY)] = self.meta(partition)
         # Each forward carries its origin partition's watermark, so that the item side
         # knows the oldest event any origin can still send.
         watermarks = {str(p): wm.value_ms for p, wm in self.watermarks.items()}
         for target, entries in forwards.items():
-            body = {"wm": watermarks, "events": entries}
-            outputs.append(Output("items_repartition", None, orjson.dumps(body), target))
+            outputs.extend(batched_outputs("items_repartition", target, entries,
+                                           lambda part: {"wm": watermarks, "events": part}))
         return result
 
 
@@ -324,6 +426,7 @@ def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int,
         target = max(seen) - wm.allowed_lateness_ms + (now_wall_ms - last)
         if wm.value_ms is None or target > wm.value_ms:
             wm.advance_to(target)
+            result.writes[(partition, META_KEY)] = processor.meta(partition)
             if labels is not None:
                 labels.on_watermark(partition, target)
     if labels is not None:
@@ -334,10 +437,12 @@ def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int,
 class ItemProcessor:
     """Items repartition topic -> item features (state lives with the item key)."""
 
-    def __init__(self, items: FeatureSet, read_item_state: Callable[[str], bytes | None],
-                 counters: Counters, partitions: int, snapshots: bool = True) -> None:
+    def __init__(self, items: FeatureSet, read_item_state: Callable[[int, str], bytes | None],
+                 counters: Counters, partitions: int, snapshots: bool = True,
+                 user_partition: Callable[[str], int] = lambda user_id: 0) -> None:
         self.counters = counters
         self.snapshots = snapshots
+        self.user_partition = user_partition
         self.items = EntityUpdater(items, read_item_state, "features_item", counters)
         self.partitions = partitions
         self.origin_watermarks: dict[int, int] = {}
@@ -348,10 +453,15 @@ class ItemProcessor:
         return min(known.values()) if len(known) == self.partitions else None
 
     def process(self, batch: Sequence[InputRecord]) -> BatchResult:
-        """Apply a batch of forwarded events in order."""
+        """Apply a batch of forwarded events in order.
+
+        Each prediction's item features go back to its user's partition: one
+        ``item_snapshots`` message per user partition per batch, not one per prediction.
+        """
         result = BatchResult()
         items = self.items
         known = self.origin_watermarks
+        snapshots: dict[int, list[dict[str, Any]]] = {}
         for rec in batch:
             body = orjson.loads(rec.value)
             watermark = self.watermark()
@@ -363,10 +473,12 @@ class ItemProcessor:
                     snap = {"prediction_id": event.prediction_id, "prediction_ts": event.ts,
                             "user_id": event.user_id,
                             "features": items.snapshot(event.item_id, state)}
-                    result.outputs.append(Output("item_snapshots", event.user_id.encode(),
-                                                 orjson.dumps(snap)))
+                    snapshots.setdefault(self.user_partition(event.user_id), []).append(snap)
             for origin, wm in body["wm"].items():
                 if wm is not None and wm > known.get(int(origin), wm - 1):
                     known[int(origin)] = wm
+        for partition, snaps in snapshots.items():
+            result.outputs.extend(batched_outputs("item_snapshots", partition, snaps,
+                                                  lambda part: {"snapshots": part}))
         items.finish(result)
         return result

@@ -88,7 +88,7 @@ class _Store:
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {}
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, partition: int, key: str) -> bytes | None:
         state = self.data.get(key)  # only on a state-cache miss
         return None if state is None else orjson.dumps(state)
 

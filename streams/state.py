@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 
 class KeyedState:
     """Read and write one Faust table's raw values by key, naming the partition."""
@@ -33,9 +35,14 @@ class KeyedState:
         name: str = self.table.changelog_topic.get_topic_name()
         return name
 
-    def get(self, key: str) -> bytes | None:
-        """The stored value of ``key`` or None."""
-        value: bytes | None = self.table.data.get(key.encode())
+    def partition_of(self, key: str) -> int:
+        """The partition a key lives in (the Java client's default partitioner)."""
+        partitions: int = self.table.partitions
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    def get(self, partition: int, key: str) -> bytes | None:
+        """The stored value of ``key`` in ``partition``, or None."""
+        value: bytes | None = self.table.data.get_in(partition, key.encode())
         return value
 
     def put(self, partition: int, key: str, value: bytes | None) -> None:

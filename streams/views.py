@@ -100,7 +100,7 @@ def _register_read_path(app: Any, entity: str, features: FeatureSet, state: Keye
         async def get(self, request: Request, id: str) -> Response:
             if not valid_id(id):
                 return self.json({"error": f"invalid {entity} id"}, status=400)
-            raw = state.get(id)
+            raw = state.get(state.partition_of(id), id)
             if raw is None:
                 return self.json({"error": f"unknown {entity} id {id!r}"}, status=404)
             stored = orjson.loads(raw)
