@@ -60,6 +60,7 @@ class Settings:
     label_skew_ms: int = 5_000
     label_mode: str = "wait"
     label_observe_ms: int = 60_000
+    label_eager_clicks: bool = False
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
     store: str = "rocksdb"

@@ -39,7 +39,10 @@ class LabelConfig:
     ``late_horizon_ms``: how long after window close a finalized prediction is remembered
     to recognise late clicks. ``provisional_examples``: also emit a training example with
     every non-final label (what delayed-feedback trainers consume as labels arrive); by
-    default training examples go with final labels only.
+    default training examples go with final labels only. ``eager_clicks``: a click
+    naming an open, unclicked prediction by ``prediction_id`` inside its window makes it
+    positive as soon as it is seen, instead of once the watermark has passed it (modes
+    ``wait`` and ``early_negative``; see :mod:`labels.machine`, "Eager clicks").
 
     >>> LabelConfig().window_ms
     1800000
@@ -61,6 +64,7 @@ class LabelConfig:
     observe_ms: int = 60_000
     late_horizon_ms: int = 3_600_000
     provisional_examples: bool = False
+    eager_clicks: bool = False
 
     def __post_init__(self) -> None:
         _check_int("window_ms", self.window_ms, positive=True)
@@ -74,6 +78,8 @@ class LabelConfig:
                 f"observe_ms ({self.observe_ms}) must be < window_ms ({self.window_ms})"
                 f" in mode {self.mode!r}"
             )
+        if not isinstance(self.eager_clicks, bool):
+            raise ValueError(f"eager_clicks must be a bool, got {self.eager_clicks!r}")
         if not isinstance(self.provisional_examples, bool):
             raise ValueError(
                 f"provisional_examples must be a bool, got {self.provisional_examples!r}"

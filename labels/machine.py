@@ -42,6 +42,17 @@ Order independence: if no event arrives behind the watermark it is processed wit
 (a late prediction is closed at once, a late click attributed against what is left),
 but may then differ from an in-order run.
 
+Eager clicks (``LabelConfig.eager_clicks``). Waiting for the watermark costs a positive
+label at least the allowed lateness. With ``eager_clicks``, a click whose
+``prediction_id`` names a prediction already seen, still open, not clicked yet, with
+the click eligible and inside its window, is applied the moment it arrives: the
+``positive`` (``late_positive`` in ``early_negative`` mode) goes out at once. (Mode
+``observe_then_correct`` ignores the setting: its labels come at the observation
+deadline anyway.) Label values, kinds and versions are unchanged; what can
+then depend on arrival order is *which* click counts as the first one -- and so
+``delay_ms`` and ``label_ts`` -- when a prediction gets several clicks that arrive
+out of event-time order (all within the allowed lateness).
+
 A click before its prediction (explicit ids, within ``skew_ms``) counts as in the
 window; its ``delay_ms`` is clamped to 0 and ``label_ts`` to ``pred.ts``.
 
@@ -70,7 +81,7 @@ from __future__ import annotations
 from typing import Any
 
 from events.contracts import SCHEMA_VERSION, Click, Prediction
-from labels.attribution import Rules, names, resolve
+from labels.attribution import Rules, eligible, names, resolve
 from labels.config import MODE_EARLY_NEGATIVE, MODE_OBSERVE_THEN_CORRECT, LabelConfig
 from labels.outputs import (
     Output,
@@ -116,6 +127,9 @@ class LabelMachine:
         self._cfg = config
         self._rules = Rules(config.window_ms, config.skew_ms, config.late_horizon_ms)
         self._schedule = Schedule(config)
+        # observe_then_correct labels at the observation deadline anyway, and an eager
+        # click there could change a label's kind (observed vs late positive)
+        self._eager_clicks = config.eager_clicks and config.mode != MODE_OBSERVE_THEN_CORRECT
 
     @property
     def config(self) -> LabelConfig:
@@ -207,11 +221,40 @@ class LabelMachine:
         >>> m.on_watermark(s, 10**12 + 1)[0].record["reason"]
         'no_prediction'
         """
+        if self._eager_clicks and click.prediction_id is not None:
+            out = self._advance(state, watermark_ms)  # clicks due before this one first
+            eager = self._eager(state, click)
+            if eager is not None:
+                return out + eager
+            return out + self._hold(state, click, watermark_ms)
+        return self._hold(state, click, watermark_ms)
+
+    def _hold(self, state: dict[str, Any], click: Click, watermark_ms: int | None
+              ) -> list[Output]:
         key = str(state["seq"])
         state["seq"] += 1
         state["held"][key] = {"click": click.to_dict(), "due_ms": click.ts + 1}
         self._schedule.push(state, CLICK, key)
         return self._advance(state, watermark_ms)
+
+    def _eager(self, state: dict[str, Any], click: Click) -> list[Output] | None:
+        """Apply an in-window click naming an open, unclicked prediction now (else None)."""
+        pid = click.prediction_id
+        rec = state["predictions"].get(pid) if pid is not None else None
+        if rec is None or rec["final"] or rec["click_ts"] is not None:
+            return None
+        cd = click.to_dict()
+        pred = rec["pred"]
+        if not eligible(pred, cd, self._rules, explicit=True) \
+                or click.ts >= pred["ts"] + self._cfg.window_ms:
+            return None
+        out: list[Output] = []
+        before = self._schedule.item(state, OPEN, rec["pred"]["prediction_id"])
+        self._apply_click(rec, cd, out)
+        if self._schedule.item(state, OPEN, pred["prediction_id"]) != before:
+            self._schedule.push(state, OPEN, pred["prediction_id"])
+        self._schedule.settle(state)
+        return out
 
     def on_watermark(self, state: dict[str, Any], watermark_ms: int) -> list[Output]:
         """Act on everything due at ``watermark_ms``: clicks, window closes, forgetting.

@@ -105,7 +105,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     catalog = catalog or default_catalog(settings.ctr_prior_clicks, settings.ctr_prior_non_clicks)
     partitions = settings.partitions
     label_config = LabelConfig(window_ms=settings.label_window_ms, skew_ms=settings.label_skew_ms,
-                               mode=settings.label_mode, observe_ms=settings.label_observe_ms)
+                               mode=settings.label_mode, observe_ms=settings.label_observe_ms,
+                               eager_clicks=settings.label_eager_clicks)
 
     def internal(suffix: str) -> faust.TopicT:
         return app.topic(internal_topic(settings, suffix), key_type=bytes, value_type=bytes,

@@ -291,6 +291,10 @@ class UserProcessor:
         self.last_progress_wall_ms: dict[int, int] = {}
         #: the last input offset processed per (source topic, partition)
         self.positions: dict[tuple[str, int], int] = {}
+        #: the positions restored from the table: records up to them were processed
+        #: before a restart (their offsets may not have been committed), so they are
+        #: not late, whatever the restored watermark says; key dedupe handles them
+        self.restored: dict[tuple[str, int], int] = {}
 
     def watermark(self, partition: int) -> InputWatermark:
         """The partition's input watermark (restored from the table on first use)."""
@@ -305,6 +309,7 @@ class UserProcessor:
                     wm.advance_to(meta["wm"])
                 for source, offset in meta["pos"].items():
                     self.positions.setdefault((source, partition), offset)
+                    self.restored[(source, partition)] = offset
         return wm
 
     def restore(self, partition: int, now_wall_ms: int) -> None:
@@ -324,6 +329,7 @@ class UserProcessor:
             self.last_progress_wall_ms.pop(partition, None)
             for source in SOURCES:
                 self.positions.pop((source, partition), None)
+                self.restored.pop((source, partition), None)
 
     def meta(self, partition: int) -> dict[str, Any]:
         """What :meth:`watermark` restores: max event times, watermark, positions."""
@@ -359,7 +365,8 @@ class UserProcessor:
                 counters.dead_letters += 1
                 outputs.append(dead_letter(rec, exc.reason))
                 continue
-            if wm.is_late(event.ts):
+            if wm.is_late(event.ts) and rec.offset > self.restored.get(
+                    (rec.source, rec.partition), -1):
                 counters.late_events += 1
                 counters.dead_letters += 1
                 outputs.append(dead_letter(

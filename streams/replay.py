@@ -103,7 +103,8 @@ class Replay:
         catalog = catalog or default_catalog(settings.ctr_prior_clicks,
                                              settings.ctr_prior_non_clicks)
         config = LabelConfig(window_ms=settings.label_window_ms, skew_ms=settings.label_skew_ms,
-                             mode=settings.label_mode, observe_ms=settings.label_observe_ms)
+                             mode=settings.label_mode, observe_ms=settings.label_observe_ms,
+                             eager_clicks=settings.label_eager_clicks)
         self.counters = Counters()
         self.stores = {name: _Store() for name in ("user", "item", "label")}
         self.labels = LabelStage(config, self.stores["label"].get,

@@ -312,3 +312,38 @@ def test_earliest_open_ts_tracks_open_predictions() -> None:
     assert m.earliest_open_ts_ms(s) == T0 + 10
     m.on_watermark(s, END)
     assert m.earliest_open_ts_ms(s) is None
+
+
+EAGER_CASES = [
+    # (mode, steps with watermarks far behind the clicks, per-step compact outputs)
+    ("wait", [P("p1", "i1", 0, wm=0), C("i1", 300, pid="p1", wm=0)],
+     [[], [("label", "p1", "positive", 1, 1, True, 300, 300), ("te", "p1", "positive")]]),
+    ("early_negative", [P("p1", "i1", 0, wm=0), C("i1", 300, pid="p1", wm=0)],
+     [[("label", "p1", "early_negative", 0, 1, False, 0, None)],
+      [("label", "p1", "late_positive", 1, 2, True, 300, 300), ("te", "p1", "late_positive")]]),
+    # a second click is an extra click at once
+    ("wait", [P("p1", "i1", 0, wm=0), C("i1", 300, pid="p1", wm=0),
+              C("i1", 400, pid="p1", wm=0)],
+     [[], [("label", "p1", "positive", 1, 1, True, 300, 300), ("te", "p1", "positive")], []]),
+    # not eager: unknown prediction (held for the skew), outside the window, no id
+    ("wait", [P("p1", "i1", 0, wm=0), C("i1", 300, pid="p9", wm=0)], [[], []]),
+    ("wait", [P("p1", "i1", 0, wm=0), C("i1", WINDOW, pid="p1", wm=0)], [[], []]),
+    ("wait", [P("p1", "i1", 0, wm=0), C("i1", 300, wm=0)], [[], []]),
+    # observe_then_correct ignores eager clicks: the label comes at the observation end
+    ("observe_then_correct", [P("p1", "i1", 0, wm=0), C("i1", 100, pid="p1", wm=0)], [[], []]),
+]
+
+
+@pytest.mark.parametrize(("mode", "steps", "expected"), EAGER_CASES)
+def test_eager_clicks_label_at_arrival(mode: str, steps: list[tuple],
+                                       expected: list[list[tuple]]) -> None:
+    per_step = run_steps(cfg(mode, eager_clicks=True), steps)
+    assert [[compact(o) for o in step] for step in per_step[:len(steps)]] == expected
+
+
+def test_eager_clicks_still_let_a_due_earlier_click_win() -> None:
+    # the fallback click at 200 is due (watermark 301) before the eager click at 300
+    steps = [P("p1", "i1", 0, wm=0), C("i1", 200, wm=0), C("i1", 300, pid="p1", wm=301)]
+    per_step = run_steps(cfg(eager_clicks=True), steps)
+    assert [compact(o) for o in per_step[2]][:1] == [
+        ("label", "p1", "positive", 1, 1, True, 200, 200)]

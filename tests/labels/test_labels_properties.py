@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from events.contracts import Click, Prediction
@@ -29,9 +29,9 @@ PROPS = settings(derandomize=True, max_examples=300, deadline=None)
 Event = Prediction | Click
 
 
-def config(mode: str) -> LabelConfig:
+def config(mode: str, eager: bool = False) -> LabelConfig:
     return LabelConfig(window_ms=WINDOW, skew_ms=SKEW, mode=mode, observe_ms=OBSERVE,
-                       late_horizon_ms=HORIZON)
+                       late_horizon_ms=HORIZON, eager_clicks=eager)
 
 
 @st.composite
@@ -144,14 +144,14 @@ def feed(machine: LabelMachine, state: dict[str, Any], event: Event, wm: int | N
 
 
 def run(mode: str, events: list[Event], lateness: int = 0, *, roundtrip: bool = False,
-        split: bool = False) -> tuple[list[Output], dict[str, Any]]:
+        split: bool = False, eager: bool = False) -> tuple[list[Output], dict[str, Any]]:
     """Feed ``events`` in the given order with watermark max(ts) - lateness, then END.
 
     ``roundtrip``: the state goes through orjson between every call. ``split``: events are
     fed without a watermark and on_watermark is called only when the next deadline is due,
     the way the stream layer drives it.
     """
-    m = LabelMachine(config(mode))
+    m = LabelMachine(config(mode, eager))
     state = m.new_state()
     out: list[Output] = []
     max_ts: int | None = None
@@ -381,3 +381,41 @@ def test_machine_matches_the_oracle(mode: str, events: list[Event], data: st.Dat
     assert Counter((o.record["ts"], o.record["reason"])
                    for o in out if o.kind == "unattributed") == expected["unattributed"]
     assert sum(1 for o in out if o.kind == "extra_click") == expected["extra"]
+
+
+def finals(outputs: list[Output]) -> dict[str, tuple[int, str, int]]:
+    return {r["prediction_id"]: (r["label"], r["kind"], r["label_version"])
+            for r in labels_of(outputs) if r["final"]}
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
+def test_eager_clicks_change_no_label_value_kind_or_version(
+        mode: str, events: list[Event], data: st.DataObject) -> None:
+    # Eager clicks may only change which click counts as first (delay_ms, label_ts).
+    lateness, jitters, ties = data.draw(shuffles(len(events)))
+    reference, _ = run(mode, canonical(events))
+    order = shuffled(events, jitters, ties)
+    eager, _ = run(mode, order, lateness, eager=True)
+    assert finals(eager) == finals(reference)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for rec in labels_of(eager):
+        versions[rec["prediction_id"]].append(rec["label_version"])
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
+    kinds = Counter(o.kind for o in eager)
+    first_clicks = sum(1 for r in labels_of(eager) if r["final"] and r["label"] == 1)
+    clicks = sum(1 for e in events if isinstance(e, Click))
+    assert first_clicks + kinds["late_click"] + kinds["extra_click"] + kinds["unattributed"] \
+        == clicks
+    assert run(mode, order, lateness, roundtrip=True, eager=True)[0] == eager
+
+
+@PROPS
+@given(mode=st.sampled_from(MODES), events=logs())
+def test_eager_clicks_in_event_time_order_change_nothing(mode: str, events: list[Event]) -> None:
+    # In event-time order (no two clicks at the same ts, whose order a content
+    # tie-break decides) the first click to arrive is the earliest: identical outputs.
+    click_ts = [e.ts for e in events if isinstance(e, Click)]
+    assume(len(set(click_ts)) == len(click_ts))
+    reference, _ = run(mode, canonical(events))
+    assert as_multiset(run(mode, canonical(events), eager=True)[0]) == as_multiset(reference)

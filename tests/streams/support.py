@@ -78,6 +78,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "FRESHET_LABEL_SKEW_MS": str(settings.label_skew_ms),
         "FRESHET_LABEL_MODE": settings.label_mode,
         "FRESHET_LABEL_OBSERVE_MS": str(settings.label_observe_ms),
+        "FRESHET_LABEL_EAGER_CLICKS": str(settings.label_eager_clicks).lower(),
         "FRESHET_COMMIT_INTERVAL_MS": str(settings.commit_interval_ms),
     })
     return env

@@ -38,6 +38,16 @@ def finals(msgs: list[Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def in_window_click_delays(events: list[oracle.Event], pid: str, window: int,
+                           skew: int) -> set[int]:
+    """Delays (clamped at 0) of the clicks on a prediction's user and item in its window."""
+    pred = next(e.body for e in events if e.source == "predictions"
+                and e.body["prediction_id"] == pid)
+    return {max(0, e.body["ts"] - pred["ts"]) for e in events if e.source == "clicks"
+            and e.body["user_id"] == pred["user_id"] and e.body["item_id"] == pred["item_id"]
+            and pred["ts"] - skew <= e.body["ts"] < pred["ts"] + window}
+
+
 def check_snapshot(entity: str, snap: dict[str, Any], keyed: dict[str, list[oracle.Event]],
                    key: str) -> None:
     compute = oracle.user_features if entity == "user" else oracle.item_features
@@ -47,9 +57,11 @@ def check_snapshot(entity: str, snap: dict[str, Any], keyed: dict[str, list[orac
     assert oracle.same_features(snap["features"], expected), (snap, expected)
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["watermark-clicks", "eager-clicks"])
 def test_every_prediction_gets_the_oracles_final_label(kafka_bootstrap: str, unique_prefix: str,
-                                                      tmp_path: Path) -> None:
-    settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path, **LABEL_ENV)
+                                                      tmp_path: Path, eager: bool) -> None:
+    settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path, **LABEL_ENV,
+                             FRESHET_LABEL_EAGER_CLICKS=str(eager).lower())
     create_topics(settings)
     records = list(generate(GeneratorConfig(seed=5, users=40, items=30, predictions=800,
                                             malformed_fraction=0.02)))
@@ -73,6 +85,14 @@ def test_every_prediction_gets_the_oracles_final_label(kafka_bootstrap: str, uni
     assert set(labels) == set(expected)
     for pid, want in expected.items():
         have = {k: labels[pid][k] for k in want}
+        if eager and want["label"] == 1:
+            # which click counts as first may follow arrival order: any in-window click
+            # of that user on that item is a valid one
+            delays = in_window_click_delays(events, pid, WINDOW, SKEW)
+            assert have["delay_ms"] in delays, (pid, have, delays)
+            assert have["label_ts"] - have["delay_ms"] == want["label_ts"] - want["delay_ms"]
+            have = {k: v for k, v in have.items() if k not in ("delay_ms", "label_ts")}
+            want = {k: v for k, v in want.items() if k not in ("delay_ms", "label_ts")}
         assert have == want, (pid, have, want)
 
     keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
