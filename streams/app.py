@@ -25,16 +25,8 @@ from freshet.settings import Settings
 from freshet.topics import internal_topic
 from labels import LabelConfig
 from streams.labelstage import LabelStage, label_report_records, label_state_name
-from streams.processor import (
-    BatchResult,
-    Counters,
-    InputRecord,
-    ItemProcessor,
-    Output,
-    ReadPositions,
-    UserProcessor,
-    advance_idle,
-)
+from streams.processor import ItemProcessor, UserProcessor, advance_idle
+from streams.records import BatchResult, Counters, InputRecord, Output, ReadPositions
 from streams.sender import Record, Sender, SendError
 from streams.state import KeyedState
 from streams.views import register_views
@@ -266,6 +258,39 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         consumer = app.consumer
         consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic in sources})
 
+    watch: dict[str, Any] = {"positions": None, "since": time.monotonic()}
+
+    @app.timer(interval=5.0)
+    async def stall_watchdog() -> None:
+        # Diagnostics: input with lag, yet no position moved for 15 s -> log why the
+        # consumer is not fetching (assignment, active/paused/buffered partitions, flow).
+        positions = dict(users.positions)
+        if positions != watch["positions"]:
+            watch["positions"], watch["since"] = positions, time.monotonic()
+            return
+        if time.monotonic() - watch["since"] < 15.0:
+            return
+        consumer = app.consumer
+        lagging = []
+        for tp in consumer.assignment():
+            source = source_of.get(tp.topic)
+            if source not in ("clicks", "predictions"):
+                continue
+            highwater = consumer.highwater(tp)
+            done = users.positions.get((source, tp.partition))
+            if highwater is not None and highwater > (0 if done is None else done + 1):
+                lagging.append(f"{tp.topic}[{tp.partition}] at {done} of {highwater}")
+        if lagging:
+            log.warning(
+                "no input progress for %.0f s with lag: %s; rebalancing=%s recovered=%s "
+                "flow_active=%s active=%s paused=%s buffered=%s",
+                time.monotonic() - watch["since"], ", ".join(sorted(lagging)), app.rebalancing,
+                app.tables.recovery.completed.is_set(), getattr(consumer, "flow_active", None),
+                _tps(getattr(consumer, "_active_partitions", None)),
+                _tps(getattr(consumer, "_paused_partitions", None)),
+                _tps(getattr(consumer, "_buffered_partitions", None)))
+            watch["since"] = time.monotonic()
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         forget_caches()
@@ -313,6 +338,12 @@ def _dump_tasks() -> None:
                             if inspect.isasyncgen(r) or inspect.iscoroutine(r)), None)
             obj = nxt
         log.warning("task %s awaiting:\n%s", task.get_name(), "\n".join(frames))
+
+
+def _tps(tps: Any) -> str:
+    if tps is None:
+        return "None"
+    return "{" + ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)) + "}"
 
 
 def _now_ms() -> int:

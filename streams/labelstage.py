@@ -26,7 +26,8 @@ import orjson
 from events.contracts import SCHEMA_VERSION, Click, Prediction
 from labels import DelayStats, LabelConfig, LabelMachine, OpenPredictions, label_watermark_ms
 from labels.outputs import Output as LabelOutput
-from streams.processor import BatchResult, Counters, Output, StateCache, UserProcessor
+from streams.processor import StateCache, UserProcessor
+from streams.records import BatchResult, Counters, Output
 
 #: Machine output kind -> logical topic (None: counted, not published).
 ROUTES: dict[str, str | None] = {

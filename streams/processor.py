@@ -21,15 +21,12 @@ idempotent (same key, same content).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from events.contracts import (
-    SCHEMA_VERSION,
     Click,
     ContractError,
     Prediction,
@@ -40,11 +37,19 @@ from events.contracts import (
 )
 from events.timing import InputWatermark
 from features.featureset import FeatureSet
+from streams.records import (
+    SOURCES,
+    BatchResult,
+    Counters,
+    InputRecord,
+    Output,
+    batched_outputs,
+    dead_letter,
+)
 
 if TYPE_CHECKING:
     from streams.labelstage import LabelStage
 
-SOURCES = ("clicks", "predictions")
 #: Key of a partition's watermark and input positions in the user table: longer than
 #: any entity id may be (events.contracts.MAX_ID_LEN), so it names no user.
 META_KEY = "~freshet~partition~" + "~" * 256
@@ -57,138 +62,6 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "clicks": parse_click,
     "predictions": parse_prediction,
 }
-
-
-@dataclass(slots=True)
-class InputRecord:
-    """One consumed Kafka record, as the processors need it."""
-
-    source: str  # logical topic: "clicks", "predictions" or "items_repartition"
-    topic: str  # the broker topic it came from
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(slots=True)
-class Output:
-    """A record to publish on a logical topic (partition None: by key)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What one batch produced: state writes per (partition, key) and output records.
-
-    Writes hold the decoded state (None: delete the key); the worker serializes them
-    for its table, the replay runner keeps them as they are.
-    """
-
-    writes: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
-    label_writes: dict[tuple[int, str], dict[str, Any] | None] = field(default_factory=dict)
-    outputs: list[Output] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Counters:
-    """Running totals, exported as metrics and shown by the live summary."""
-
-    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCES, 0))
-    dead_letters: int = 0
-    late_events: int = 0
-    duplicates: int = 0
-    features_published: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready snapshot."""
-        return {"events": dict(self.events), "dead_letters": self.dead_letters,
-                "late_events": self.late_events, "duplicates": self.duplicates,
-                "features_published": dict(self.features_published)}
-
-
-#: Largest value of one batched internal message (the broker default max is 1 MiB).
-MAX_BATCH_MESSAGE_BYTES = 512 * 1024
-
-
-def batched_outputs(topic: str, partition: int, entries: list[Any],
-                    body: Callable[[list[Any]], dict[str, Any]],
-                    limit: int = MAX_BATCH_MESSAGE_BYTES) -> list[Output]:
-    """``entries`` as few messages as fit ``limit`` bytes each (halved until they do).
-
-    >>> outs = batched_outputs("t", 0, list(range(100)), lambda e: {"e": e}, limit=120)
-    >>> [len(orjson.loads(o.value)["e"]) for o in outs]
-    [25, 25, 25, 25]
-    """
-    value = orjson.dumps(body(entries))
-    if len(value) <= limit or len(entries) <= 1:
-        return [Output(topic, None, value, partition)]
-    half = len(entries) // 2
-    return (batched_outputs(topic, partition, entries[:half], body, limit)
-            + batched_outputs(topic, partition, entries[half:], body, limit))
-
-
-class ReadPositions:
-    """The last offset processed per (topic, partition) in this process.
-
-    Records come in offset order per partition, and a batch is durable (outputs and
-    state acknowledged) before the next one is taken, so a record at or below the
-    last processed offset of its partition has been processed: it is dropped.
-
-    >>> pos = ReadPositions()
-    >>> rec = lambda off: InputRecord("clicks", "clicks", 0, off, None, b"")
-    >>> [r.offset for r in pos.fresh([rec(0), rec(1), rec(2)])[0]]
-    [0, 1, 2]
-    >>> new, rewinds = pos.fresh([rec(1), rec(2), rec(3)])
-    >>> [r.offset for r in new], rewinds
-    ([3], {('clicks', 0): (1, 2)})
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, int], int] = {}
-
-    def fresh(self, batch: Sequence[InputRecord]
-              ) -> tuple[list[InputRecord], dict[tuple[str, int], tuple[int, int]]]:
-        """The records not processed yet, and per rewound partition (first, last) offsets."""
-        last = self._last
-        out: list[InputRecord] = []
-        rewinds: dict[tuple[str, int], tuple[int, int]] = {}
-        for rec in batch:
-            tp = (rec.topic, rec.partition)
-            seen = last.get(tp)
-            if seen is not None and rec.offset <= seen:
-                rewinds.setdefault(tp, (rec.offset, seen))
-                continue
-            last[tp] = rec.offset
-            out.append(rec)
-        return out, rewinds
-
-    def clear(self) -> None:
-        """Forget every position (after a failed batch, whose records may come again)."""
-        self._last.clear()
-
-
-def dead_letter(rec: InputRecord, reason: str) -> Output:
-    """The ``dead-letters`` record for an input that could not be used."""
-    text: str | None
-    try:
-        text = rec.value.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    body = {
-        "schema_version": SCHEMA_VERSION,
-        "reason": reason,
-        "source": {"topic": rec.topic, "logical": rec.source, "partition": rec.partition,
-                   "offset": rec.offset},
-        "key_b64": None if rec.key is None else base64.b64encode(rec.key).decode(),
-        "value_b64": base64.b64encode(rec.value).decode(),
-        "value_text": text,
-    }
-    return Output("dead_letters", rec.key, orjson.dumps(body))
 
 
 class StateCache:
@@ -334,9 +207,15 @@ class UserProcessor:
     def meta(self, partition: int) -> dict[str, Any]:
         """What :meth:`watermark` restores: max event times, watermark, positions."""
         wm = self.watermark(partition)
-        return {"max": dict(wm.max_event_ms), "wm": wm.value_ms,
-                "pos": {s: self.positions[(s, partition)] for s in SOURCES
-                        if (s, partition) in self.positions}}
+        # Positions never go back below the restored ones: the restored max event
+        # times stem from those records (a restart re-reads from the committed ones).
+        pos = {}
+        for s in SOURCES:
+            offsets = [d[(s, partition)] for d in (self.positions, self.restored)
+                       if (s, partition) in d]
+            if offsets:
+                pos[s] = max(offsets)
+        return {"max": dict(wm.max_event_ms), "wm": wm.value_ms, "pos": pos}
 
     def process(self, batch: Sequence[InputRecord], now_wall_ms: int = 0) -> BatchResult:
         """Apply a batch of input records in order; see the module docstring."""

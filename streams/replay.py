@@ -28,14 +28,8 @@ from features.catalog import Catalog, default_catalog
 from freshet.settings import DEFAULT_TOPICS, Settings
 from labels import LabelConfig
 from streams.labelstage import LabelStage, label_report_records
-from streams.processor import (
-    BatchResult,
-    Counters,
-    InputRecord,
-    ItemProcessor,
-    Output,
-    UserProcessor,
-)
+from streams.processor import ItemProcessor, UserProcessor
+from streams.records import BatchResult, Counters, InputRecord, Output
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from events.contracts import MAX_ID_LEN
 from events.timing import InputWatermark
 from features.featureset import FeatureSet
 from streams.labelstage import LabelStage
-from streams.processor import Counters
+from streams.records import Counters
 from streams.state import KeyedState
 
 

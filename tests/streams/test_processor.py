@@ -10,14 +10,8 @@ from features.catalog import default_catalog
 from freshet.generator import GeneratorConfig, generate
 from labels import LabelConfig
 from streams.labelstage import LabelStage
-from streams.processor import (
-    META_KEY,
-    Counters,
-    InputRecord,
-    ItemProcessor,
-    ReadPositions,
-    UserProcessor,
-)
+from streams.processor import META_KEY, ItemProcessor, UserProcessor
+from streams.records import Counters, InputRecord, ReadPositions
 
 LATENESS_MS = 5_000
 
@@ -89,6 +83,18 @@ def test_a_restarted_worker_takes_redelivered_records_as_duplicates_not_late() -
     for key, raw in straight.data["user"].items():
         if key != META_KEY:
             assert orjson.loads(tables.data["user"][key])["f"] == orjson.loads(raw)["f"], key
+
+
+def test_stored_positions_never_go_back_below_the_restored_ones() -> None:
+    # The restored max event times come from the records up to the restored position:
+    # a restarted worker that re-read only a few records must not store less.
+    log = one_partition_log()
+    tables = Tables()
+    tables.apply(worker(tables).process(log[:200], now_wall_ms=1))
+    before = orjson.loads(tables.data["user"][META_KEY])
+    tables.apply(worker(tables).process(log[10:20], now_wall_ms=2))
+    after = orjson.loads(tables.data["user"][META_KEY])
+    assert after["pos"] == before["pos"] and after["max"] == before["max"]
 
 
 def test_restore_loads_an_idle_partition_before_any_input() -> None:
