@@ -41,6 +41,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=200.0, help="predictions per second")
+    ap.add_argument("--eager", action="store_true",
+                    help="FRESHET_LABEL_EAGER_CLICKS=true: positives at the click's arrival")
+    ap.add_argument("--skew-ms", type=int, default=SKEW_MS, help="FRESHET_LABEL_SKEW_MS")
+    ap.add_argument("--lateness-ms", type=int, default=LATENESS_MS,
+                    help="FRESHET_ALLOWED_LATENESS_MS")
     args = ap.parse_args()
     rng = random.Random(3)
     with broker() as bootstrap:
@@ -50,8 +55,10 @@ def main() -> None:
         env = {**os.environ, "FRESHET_KAFKA_BOOTSTRAP": bootstrap,
                "FRESHET_TOPIC_PREFIX": prefix, "FRESHET_APP_ID": prefix + "app",
                "FRESHET_DATA_DIR": str(work), "FRESHET_WEB_PORT": str(free_port(False)),
-               "FRESHET_LABEL_WINDOW_MS": str(WINDOW_MS), "FRESHET_LABEL_SKEW_MS": str(SKEW_MS),
-               "FRESHET_ALLOWED_LATENESS_MS": str(LATENESS_MS),
+               "FRESHET_LABEL_WINDOW_MS": str(WINDOW_MS),
+               "FRESHET_LABEL_SKEW_MS": str(args.skew_ms),
+               "FRESHET_ALLOWED_LATENESS_MS": str(args.lateness_ms),
+               "FRESHET_LABEL_EAGER_CLICKS": str(args.eager).lower(),
                "FRESHET_LABEL_OBSERVE_MS": "2000", "FRESHET_IDLE_ADVANCE_MS": "1000"}
         settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("FRESHET_")})
         create_topics(settings)
@@ -141,10 +148,10 @@ def report(settings: Settings, clicks_at: dict[str, int], preds: dict[str, int],
             elif rec["label"] == 0:
                 neg.append(published - (rec["prediction_ts"] + WINDOW_MS))
     consumer.close()
-    state_bytes = pending_state_bytes(settings)
+    state_bytes = pending_state_bytes(settings, args)
     print(f"predictions {len(preds)} at {args.rate:.0f}/s for {args.seconds:.0f} s; "
-          f"final labels seen {len(seen)}; window {WINDOW_MS} ms, skew {SKEW_MS} ms, "
-          f"allowed lateness {LATENESS_MS} ms")
+          f"final labels seen {len(seen)}; window {WINDOW_MS} ms, skew {args.skew_ms} ms, "
+          f"allowed lateness {args.lateness_ms} ms, eager clicks {args.eager}")
     for name, values, target in (("positive (click produced -> label)", pos, 250),
                                  ("negative (window close -> label)", neg, 1000)):
         if values:
@@ -155,14 +162,15 @@ def report(settings: Settings, clicks_at: dict[str, int], preds: dict[str, int],
     print(f"  pending label state: {state_bytes}")
 
 
-def pending_state_bytes(settings: Settings) -> str:
+def pending_state_bytes(settings: Settings, args: argparse.Namespace) -> str:
     """Mean label-state bytes per open prediction, from the labels changelog."""
     from confluent_kafka import TopicPartition
 
     from labels import LabelConfig
     from streams.labelstage import label_state_name
 
-    cfg = LabelConfig(window_ms=WINDOW_MS, skew_ms=SKEW_MS, observe_ms=2000)
+    cfg = LabelConfig(window_ms=WINDOW_MS, skew_ms=args.skew_ms, observe_ms=2000,
+                      eager_clicks=args.eager)
     topic = f"{settings.app_id}-{label_state_name(cfg)}-changelog"
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
                          "group.id": settings.app_id + "-bench-state",

@@ -25,13 +25,25 @@ from freshet.settings import Settings
 from freshet.topics import internal_topic
 from labels import LabelConfig
 from streams.labelstage import LabelStage, label_report_records, label_state_name
-from streams.processor import ItemProcessor, UserProcessor, advance_idle
-from streams.records import BatchResult, Counters, InputRecord, Output, ReadPositions
+from streams.processor import META_KEY, ItemProcessor, UserProcessor, advance_idle
+from streams.records import (
+    BatchResult,
+    Counters,
+    InputRecord,
+    InputSequence,
+    Output,
+    ReadPositions,
+)
 from streams.sender import Record, Sender, SendError
 from streams.state import KeyedState
 from streams.views import register_views
 
 log = logging.getLogger(__name__)
+
+META_BYTES = META_KEY.encode()
+
+#: Seconds without input progress, despite lag, after which stuck partitions are sought.
+STALL_S = 10.0
 
 #: Largest batch the agent takes at once, and how long it waits to fill one.
 BATCH_MAX = 2_000
@@ -179,11 +191,16 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                                 None if label is None else orjson.dumps(label)))
             for target, partition, key, raw in changes:
                 target.put(partition, key, raw)
-            await send([(target.changelog_topic, key.encode(), raw, partition)
-                        for target, partition, key, raw in changes])
+            # The partition positions (META_KEY) go last, once every state write of the
+            # batch is acknowledged: a restarted worker resumes right after them.
+            records = [(target.changelog_topic, key.encode(), raw, partition)
+                       for target, partition, key, raw in changes]
+            await send([r for r in records if r[1] != META_BYTES])
+            await send([r for r in records if r[1] == META_BYTES])
         except BaseException:
             forget_caches()
             delivered.clear()  # the failed batch may come again: let it through
+            sequence.forget()  # and inputs restart from the durable positions
             raise
 
     async def publish(records: list[Output]) -> None:
@@ -199,10 +216,34 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                      topic, partition, offset, last)
         return new
 
+    sequence = InputSequence()  # input records in offset order from the durable position
+
+    async def in_order(batch: list[InputRecord]) -> list[InputRecord]:
+        # Each input partition starts after the last record whose state is durable (or
+        # at its first offset): Faust's committed offset can be ahead of that (it acks a
+        # take_events batch even when processing it failed or was cancelled).
+        now = _now_ms()
+        for rec in batch:
+            tp = (rec.topic, rec.partition)
+            if rec.source in ("clicks", "predictions") and not sequence.known(tp):
+                users.restore(rec.partition, now)
+                done = users.resume_position(rec.source, rec.partition)
+                if done is None:
+                    ktp = TP(rec.topic, rec.partition)
+                    done = (await app.consumer.earliest_offsets(ktp)).get(ktp, 0) - 1
+                sequence.start(tp, done + 1)
+        kept, seek = sequence.accept(batch)
+        for (topic, partition), offset in seek.items():
+            log.warning("%s[%d]: records from offset %d were not delivered; seeking back",
+                        topic, partition, offset)
+            await app.consumer.seek(TP(topic, partition), offset)
+            counters.seeks += 1
+        return kept
+
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
-                batch = fresh([_input_record(ev, source_of) for ev in events])
+                batch = await in_order(fresh([_input_record(ev, source_of) for ev in events]))
                 await commit(users.process(batch, _now_ms()), user_state)
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
@@ -260,42 +301,51 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     watch: dict[str, Any] = {"positions": None, "since": time.monotonic()}
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=2.0)
     async def stall_watchdog() -> None:
-        # Diagnostics: input with lag, yet no position moved for 15 s -> log why the
-        # consumer is not fetching (assignment, active/paused/buffered partitions, flow).
+        # Input with lag, yet no position moved for STALL_S: seen after restarts, when
+        # Faust's seek to the committed offsets races its fetcher and one partition is
+        # never delivered again. Log the consumer's flow state, then seek the stuck
+        # partitions to the record after the last one processed (everything before it
+        # is durable), which gets them going again.
         positions = dict(users.positions)
-        if positions != watch["positions"]:
+        if positions != watch["positions"] or app.rebalancing \
+                or not app.tables.recovery.completed.is_set():
             watch["positions"], watch["since"] = positions, time.monotonic()
             return
-        if time.monotonic() - watch["since"] < 15.0:
+        idle_s = time.monotonic() - watch["since"]
+        if idle_s < STALL_S:
             return
         consumer = app.consumer
-        lagging = []
+        stuck: dict[TP, int] = {}
         for tp in consumer.assignment():
             source = source_of.get(tp.topic)
             if source not in ("clicks", "predictions"):
                 continue
             highwater = consumer.highwater(tp)
-            done = users.positions.get((source, tp.partition))
-            if highwater is not None and highwater > (0 if done is None else done + 1):
-                lagging.append(f"{tp.topic}[{tp.partition}] at {done} of {highwater}")
-        if lagging:
+            done = users.resume_position(source, tp.partition)
+            if done is not None and highwater is not None and highwater > done + 1:
+                stuck[tp] = done + 1
+        if stuck:
             log.warning(
-                "no input progress for %.0f s with lag: %s; rebalancing=%s recovered=%s "
-                "flow_active=%s active=%s paused=%s buffered=%s",
-                time.monotonic() - watch["since"], ", ".join(sorted(lagging)), app.rebalancing,
-                app.tables.recovery.completed.is_set(), getattr(consumer, "flow_active", None),
+                "no input progress for %.0f s with lag on %s; rebalancing=%s flow_active=%s "
+                "active=%s paused=%s buffered=%s: seeking them to the next unprocessed offset",
+                idle_s, {f"{tp.topic}[{tp.partition}]": off for tp, off in stuck.items()},
+                app.rebalancing, getattr(consumer, "flow_active", None),
                 _tps(getattr(consumer, "_active_partitions", None)),
                 _tps(getattr(consumer, "_paused_partitions", None)),
                 _tps(getattr(consumer, "_buffered_partitions", None)))
-            watch["since"] = time.monotonic()
+            for tp, offset in stuck.items():
+                await consumer.seek(tp, offset)
+            counters.seeks += len(stuck)
+        watch["since"] = time.monotonic()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         forget_caches()
         # watermarks and positions come back from the user table if they return
         users.forget({tp.partition for tp in revoked if tp.topic == inputs_by_source["clicks"]})
+        sequence.forget({(tp.topic, tp.partition) for tp in revoked})
 
     def forget_caches() -> None:
         labels.forget_partitions()

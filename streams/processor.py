@@ -204,17 +204,18 @@ class UserProcessor:
                 self.positions.pop((source, partition), None)
                 self.restored.pop((source, partition), None)
 
+    def resume_position(self, source: str, partition: int) -> int | None:
+        """The last offset of ``source`` in ``partition`` known processed (None: none)."""
+        offsets = [d[(source, partition)] for d in (self.positions, self.restored)
+                   if (source, partition) in d]
+        return max(offsets) if offsets else None
+
     def meta(self, partition: int) -> dict[str, Any]:
         """What :meth:`watermark` restores: max event times, watermark, positions."""
         wm = self.watermark(partition)
         # Positions never go back below the restored ones: the restored max event
         # times stem from those records (a restart re-reads from the committed ones).
-        pos = {}
-        for s in SOURCES:
-            offsets = [d[(s, partition)] for d in (self.positions, self.restored)
-                       if (s, partition) in d]
-            if offsets:
-                pos[s] = max(offsets)
+        pos = {s: p for s in SOURCES if (p := self.resume_position(s, partition)) is not None}
         return {"max": dict(wm.max_event_ms), "wm": wm.value_ms, "pos": pos}
 
     def process(self, batch: Sequence[InputRecord], now_wall_ms: int = 0) -> BatchResult:

@@ -62,12 +62,15 @@ class Counters:
     dead_letters: int = 0
     late_events: int = 0
     duplicates: int = 0
+    #: input partitions sought back to the next unprocessed record (see streams/app.py)
+    seeks: int = 0
     features_published: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         return {"events": dict(self.events), "dead_letters": self.dead_letters,
                 "late_events": self.late_events, "duplicates": self.duplicates,
+                "seeks": self.seeks,
                 "features_published": dict(self.features_published)}
 
 
@@ -149,3 +152,67 @@ def dead_letter(rec: InputRecord, reason: str) -> Output:
         "value_text": text,
     }
     return Output("dead_letters", rec.key, orjson.dumps(body))
+
+
+class InputSequence:
+    """Takes each input partition's records strictly in offset order from a known start.
+
+    A partition's start is the offset after the last one durably processed (kept in
+    the user table with the state), or its first offset if none ever was; Faust's
+    committed offset is not trusted for this. A record below the expected offset was
+    processed already: dropped. One above it means records were skipped: the caller
+    seeks the partition back to the expected offset, and its records are dropped until
+    that one comes.
+
+    >>> seq = InputSequence()
+    >>> rec = lambda off: InputRecord("clicks", "t", 0, off, None, b"")
+    >>> seq.start(("t", 0), 5)
+    >>> kept, seek = seq.accept([rec(4), rec(5), rec(6)])
+    >>> [r.offset for r in kept], seek
+    ([5, 6], {})
+    >>> kept, seek = seq.accept([rec(9), rec(10)])       # 7 and 8 never came
+    >>> [r.offset for r in kept], seek
+    ([], {('t', 0): 7})
+    >>> [r.offset for r in seq.accept([rec(11), rec(7), rec(8)])[0]]
+    [7, 8]
+    """
+
+    def __init__(self) -> None:
+        self._expected: dict[tuple[str, int], int] = {}
+        self._seeking: set[tuple[str, int]] = set()
+
+    def known(self, tp: tuple[str, int]) -> bool:
+        """Whether the partition's start is set."""
+        return tp in self._expected
+
+    def start(self, tp: tuple[str, int], offset: int) -> None:
+        """Set where the partition's records must start (if not set already)."""
+        self._expected.setdefault(tp, offset)
+
+    def accept(self, batch: Sequence[InputRecord]
+               ) -> tuple[list[InputRecord], dict[tuple[str, int], int]]:
+        """The records to process, and the partitions to seek (to their expected offset)."""
+        out: list[InputRecord] = []
+        seek: dict[tuple[str, int], int] = {}
+        expected, seeking = self._expected, self._seeking
+        for rec in batch:
+            tp = (rec.topic, rec.partition)
+            want = expected.get(tp)
+            if want is None or rec.offset == want:
+                seeking.discard(tp)
+                expected[tp] = rec.offset + 1
+                out.append(rec)
+            elif rec.offset > want and tp not in seeking:
+                seeking.add(tp)
+                seek[tp] = want
+        return out, seek
+
+    def forget(self, tps: set[tuple[str, int]] | None = None) -> None:
+        """Forget the given partitions (all: None), e.g. when they are revoked."""
+        if tps is None:
+            self._expected.clear()
+            self._seeking.clear()
+        else:
+            for tp in tps:
+                self._expected.pop(tp, None)
+                self._seeking.discard(tp)

@@ -38,6 +38,9 @@ def render_metrics(counters: Counters, watermarks: Mapping[int, InputWatermark])
         "# HELP freshet_duplicates_total Redelivered records recognised by their offset.",
         "# TYPE freshet_duplicates_total counter",
         f"freshet_duplicates_total {c.duplicates}",
+        "# HELP freshet_seeks_total Input partitions sought back to the next unprocessed record.",
+        "# TYPE freshet_seeks_total counter",
+        f"freshet_seeks_total {c.seeks}",
         "# HELP freshet_features_published_total Feature records published, by entity.",
         "# TYPE freshet_features_published_total counter",
         *(f'freshet_features_published_total{{entity="{e}"}} {n}'
