@@ -243,7 +243,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
-                batch = await in_order(fresh([_input_record(ev, source_of) for ev in events]))
+                # inputs: in order from the durable position; item snapshots: by offset
+                records = [_input_record(ev, source_of) for ev in events]
+                inputs = [r for r in records if r.source in ("clicks", "predictions")]
+                batch = await in_order(inputs) if inputs else fresh(records)
                 await commit(users.process(batch, _now_ms()), user_state)
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:

@@ -175,6 +175,9 @@ class InputSequence:
     ([], {('t', 0): 7})
     >>> [r.offset for r in seq.accept([rec(11), rec(7), rec(8)])[0]]
     [7, 8]
+    >>> other = InputRecord("item_snapshots", "s", 0, 3, None, b"")
+    >>> seq.accept([other])[0] == [other]                # no start set: passed through
+    True
     """
 
     def __init__(self) -> None:
@@ -198,7 +201,9 @@ class InputSequence:
         for rec in batch:
             tp = (rec.topic, rec.partition)
             want = expected.get(tp)
-            if want is None or rec.offset == want:
+            if want is None:  # a partition whose start is not managed here
+                out.append(rec)
+            elif rec.offset == want:
                 seeking.discard(tp)
                 expected[tp] = rec.offset + 1
                 out.append(rec)
