@@ -32,7 +32,6 @@ from streams.records import (
     InputRecord,
     InputSequence,
     Output,
-    ReadPositions,
 )
 from streams.sender import Record, Sender, SendError
 from streams.state import KeyedState
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 META_BYTES = META_KEY.encode()
 
 #: Seconds without input progress, despite lag, after which stuck partitions are sought.
-STALL_S = 10.0
+STALL_S = 3.0
 
 #: Largest batch the agent takes at once, and how long it waits to fill one.
 BATCH_MAX = 2_000
@@ -147,7 +146,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     direct = settings.processing_guarantee == "at_least_once"
 
     sender: list[Sender] = []
-    delivered = ReadPositions()  # input positions processed by this process
 
     async def send(records: list[Record]) -> None:
         """Send (topic, key, value, partition) records; return once all are acknowledged."""
@@ -199,35 +197,23 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             await send([r for r in records if r[1] == META_BYTES])
         except BaseException:
             forget_caches()
-            delivered.clear()  # the failed batch may come again: let it through
-            sequence.forget()  # and inputs restart from the durable positions
+            sequence.forget()  # the failed batch comes again from the durable positions
             raise
 
     async def publish(records: list[Output]) -> None:
         await send([(names[o.topic], o.key, o.value, o.partition) for o in records])
 
-    def fresh(batch: list[InputRecord]) -> list[InputRecord]:
-        # Faust resumes fetching before it seeks to the committed offsets (at start
-        # and after rebalances), so records this process already processed come
-        # again; they are skipped here (their batch's outputs and state are durable).
-        new, rewinds = delivered.fresh(batch)
-        for (topic, partition), (offset, last) in rewinds.items():
-            log.info("%s[%d] delivered again from offset %d (processed up to %d): skipped",
-                     topic, partition, offset, last)
-        return new
-
     sequence = InputSequence()  # input records in offset order from the durable position
 
-    async def in_order(batch: list[InputRecord]) -> list[InputRecord]:
-        # Each input partition starts after the last record whose state is durable (or
-        # at its first offset): Faust's committed offset can be ahead of that (it acks a
+    async def in_order(batch: list[InputRecord],
+                       resume: Callable[[str, int], int | None]) -> list[InputRecord]:
+        # Each partition starts after the last record whose state is durable (or at
+        # its first offset): Faust's committed offset can be ahead of that (it acks a
         # take_events batch even when processing it failed or was cancelled).
-        now = _now_ms()
         for rec in batch:
             tp = (rec.topic, rec.partition)
-            if rec.source in ("clicks", "predictions") and not sequence.known(tp):
-                users.restore(rec.partition, now)
-                done = users.resume_position(rec.source, rec.partition)
+            if not sequence.known(tp):
+                done = resume(rec.source, rec.partition)
                 if done is None:
                     ktp = TP(rec.topic, rec.partition)
                     done = (await app.consumer.earliest_offsets(ktp)).get(ktp, 0) - 1
@@ -240,18 +226,21 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             counters.seeks += 1
         return kept
 
+    def user_position(source: str, partition: int) -> int | None:
+        users.restore(partition, _now_ms())
+        return users.resume_position(source, partition)
+
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
-                # inputs: in order from the durable position; item snapshots: by offset
-                records = [_input_record(ev, source_of) for ev in events]
-                inputs = [r for r in records if r.source in ("clicks", "predictions")]
-                batch = await in_order(inputs) if inputs else fresh(records)
+                batch = await in_order([_input_record(ev, source_of) for ev in events],
+                                       user_position)
                 await commit(users.process(batch, _now_ms()), user_state)
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = fresh([_input_record(ev, source_of) for ev in events])
+            batch = await in_order([_input_record(ev, source_of) for ev in events],
+                                   lambda source, partition: items.resume_position(partition))
             await commit(items.process(batch), item_state)
 
     app.agent(inputs, name="freshet-users")(user_agent)
@@ -304,7 +293,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     watch: dict[str, Any] = {"positions": None, "since": time.monotonic()}
 
-    @app.timer(interval=2.0)
+    @app.timer(interval=1.0)
     async def stall_watchdog() -> None:
         # Input with lag, yet no position moved for STALL_S: seen after restarts, when
         # Faust's seek to the committed offsets races its fetcher and one partition is
@@ -349,6 +338,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         # watermarks and positions come back from the user table if they return
         users.forget({tp.partition for tp in revoked if tp.topic == inputs_by_source["clicks"]})
         sequence.forget({(tp.topic, tp.partition) for tp in revoked})
+        items.forget({tp.partition for tp in revoked if tp.topic == names["items_repartition"]})
 
     def forget_caches() -> None:
         labels.forget_partitions()

@@ -200,7 +200,7 @@ class UserProcessor:
         for partition in partitions:
             self.watermarks.pop(partition, None)
             self.last_progress_wall_ms.pop(partition, None)
-            for source in SOURCES:
+            for source in (*SOURCES, "item_snapshots"):
                 self.positions.pop((source, partition), None)
                 self.restored.pop((source, partition), None)
 
@@ -215,7 +215,8 @@ class UserProcessor:
         wm = self.watermark(partition)
         # Positions never go back below the restored ones: the restored max event
         # times stem from those records (a restart re-reads from the committed ones).
-        pos = {s: p for s in SOURCES if (p := self.resume_position(s, partition)) is not None}
+        pos = {s: p for s in (*SOURCES, "item_snapshots")
+               if (p := self.resume_position(s, partition)) is not None}
         return {"max": dict(wm.max_event_ms), "wm": wm.value_ms, "pos": pos}
 
     def process(self, batch: Sequence[InputRecord], now_wall_ms: int = 0) -> BatchResult:
@@ -231,6 +232,9 @@ class UserProcessor:
         read: set[int] = set()
         for rec in batch:
             if rec.source == "item_snapshots":
+                self.watermark(rec.partition)  # restores positions: set this one after
+                self.positions[(rec.source, rec.partition)] = rec.offset
+                read.add(rec.partition)
                 if labels is not None:
                     for snap in orjson.loads(rec.value)["snapshots"]:
                         labels.on_item_snapshot(snap["user_id"], rec.partition, snap)
@@ -333,6 +337,24 @@ class ItemProcessor:
         self.items = EntityUpdater(items, read_item_state, "features_item", counters)
         self.partitions = partitions
         self.origin_watermarks: dict[int, int] = {}
+        #: last repartition offset processed per partition, here and before a restart
+        self.positions: dict[int, int] = {}
+        self.restored: dict[int, int] = {}
+
+    def resume_position(self, partition: int) -> int | None:
+        """The last repartition offset of ``partition`` known processed (None: none)."""
+        if partition not in self.positions and partition not in self.restored:
+            raw = self.items.read(partition, META_KEY)
+            if raw is not None:
+                self.restored[partition] = orjson.loads(raw)["pos"]["items_repartition"]
+        offsets = [d[p] for d in (self.positions, self.restored) if (p := partition) in d]
+        return max(offsets) if offsets else None
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the positions of partitions this worker no longer owns."""
+        for partition in partitions:
+            self.positions.pop(partition, None)
+            self.restored.pop(partition, None)
 
     def watermark(self) -> int | None:
         """The oldest event time any origin partition can still forward (None: unknown)."""
@@ -350,6 +372,8 @@ class ItemProcessor:
         known = self.origin_watermarks
         snapshots: dict[int, list[dict[str, Any]]] = {}
         for rec in batch:
+            self.resume_position(rec.partition)  # restore before overwriting
+            self.positions[rec.partition] = rec.offset
             body = orjson.loads(rec.value)
             watermark = self.watermark()
             for source, origin, offset, fields in body["events"]:
@@ -368,4 +392,7 @@ class ItemProcessor:
             result.outputs.extend(batched_outputs("item_snapshots", partition, snaps,
                                                   lambda part: {"snapshots": part}))
         items.finish(result)
+        for partition in {rec.partition for rec in batch}:
+            result.writes[(partition, META_KEY)] = {
+                "pos": {"items_repartition": self.resume_position(partition)}}
         return result

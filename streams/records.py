@@ -1,8 +1,8 @@
 """What the processors take and give: input records, outputs, batch results, counters.
 
 Also the small pieces around delivery: dead-letter records, batched internal
-messages that stay under the broker's size limit, and the positions a process has
-already handled (Faust can deliver records again).
+messages that stay under the broker's size limit, and the sequencing of consumed
+records by offset (Faust can deliver records again, or skip some).
 """
 
 from __future__ import annotations
@@ -93,46 +93,6 @@ def batched_outputs(topic: str, partition: int, entries: list[Any],
     half = len(entries) // 2
     return (batched_outputs(topic, partition, entries[:half], body, limit)
             + batched_outputs(topic, partition, entries[half:], body, limit))
-
-
-class ReadPositions:
-    """The last offset processed per (topic, partition) in this process.
-
-    Records come in offset order per partition, and a batch is durable (outputs and
-    state acknowledged) before the next one is taken, so a record at or below the
-    last processed offset of its partition has been processed: it is dropped.
-
-    >>> pos = ReadPositions()
-    >>> rec = lambda off: InputRecord("clicks", "clicks", 0, off, None, b"")
-    >>> [r.offset for r in pos.fresh([rec(0), rec(1), rec(2)])[0]]
-    [0, 1, 2]
-    >>> new, rewinds = pos.fresh([rec(1), rec(2), rec(3)])
-    >>> [r.offset for r in new], rewinds
-    ([3], {('clicks', 0): (1, 2)})
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, int], int] = {}
-
-    def fresh(self, batch: Sequence[InputRecord]
-              ) -> tuple[list[InputRecord], dict[tuple[str, int], tuple[int, int]]]:
-        """The records not processed yet, and per rewound partition (first, last) offsets."""
-        last = self._last
-        out: list[InputRecord] = []
-        rewinds: dict[tuple[str, int], tuple[int, int]] = {}
-        for rec in batch:
-            tp = (rec.topic, rec.partition)
-            seen = last.get(tp)
-            if seen is not None and rec.offset <= seen:
-                rewinds.setdefault(tp, (rec.offset, seen))
-                continue
-            last[tp] = rec.offset
-            out.append(rec)
-        return out, rewinds
-
-    def clear(self) -> None:
-        """Forget every position (after a failed batch, whose records may come again)."""
-        self._last.clear()
 
 
 def dead_letter(rec: InputRecord, reason: str) -> Output:

@@ -11,7 +11,7 @@ from freshet.generator import GeneratorConfig, generate
 from labels import LabelConfig
 from streams.labelstage import LabelStage
 from streams.processor import META_KEY, ItemProcessor, UserProcessor
-from streams.records import Counters, InputRecord, ReadPositions
+from streams.records import Counters, InputRecord
 
 LATENESS_MS = 5_000
 
@@ -110,17 +110,6 @@ def test_restore_loads_an_idle_partition_before_any_input() -> None:
     assert again.watermarks == {} and again.positions == {}
 
 
-def test_read_positions_drop_what_this_process_already_did() -> None:
-    pos = ReadPositions()
-    recs = [InputRecord("clicks", "t", p, o, None, b"") for p in (0, 1) for o in range(3)]
-    assert pos.fresh(recs)[0] == recs
-    again, rewinds = pos.fresh(recs[1:] + [InputRecord("clicks", "t", 1, 3, None, b"")])
-    assert [(r.partition, r.offset) for r in again] == [(1, 3)]
-    assert rewinds == {("t", 0): (1, 2), ("t", 1): (0, 2)}
-    pos.clear()
-    assert pos.fresh(recs[:1])[0] == recs[:1]
-
-
 def test_item_snapshots_go_back_batched_per_user_partition() -> None:
     log = one_partition_log()
     catalog = default_catalog(1.0, 19.0)
@@ -136,3 +125,21 @@ def test_item_snapshots_go_back_batched_per_user_partition() -> None:
            for s in orjson.loads(o.value)["snapshots"]]
     preds = [orjson.loads(r.value) for r in log if r.source == "predictions"]
     assert sorted(got) == sorted((int(p["user_id"][-1]) % 3, p["prediction_id"]) for p in preds)
+
+
+def test_item_side_keeps_its_repartition_position() -> None:
+    log = one_partition_log()
+    catalog = default_catalog(1.0, 19.0)
+    users = UserProcessor(catalog.user, lambda p, k: None, LATENESS_MS, lambda item: 0)
+    forwards = [o for o in users.process(log).outputs if o.topic == "items_repartition"]
+    batch = [InputRecord("items_repartition", "r", 0, i + 40, None, o.value)
+             for i, o in enumerate(forwards)]
+    stored: dict[str, bytes] = {}
+    items = ItemProcessor(catalog.item, lambda p, k: stored.get(k), Counters(), 1)
+    for (_, key), value in items.process(batch).writes.items():
+        stored[key] = orjson.dumps(value)
+    assert orjson.loads(stored[META_KEY]) == {"pos": {"items_repartition": 40 + len(forwards) - 1}}
+    again = ItemProcessor(catalog.item, lambda p, k: stored.get(k), Counters(), 1)
+    assert again.resume_position(0) == 40 + len(forwards) - 1
+    again.forget({0})
+    assert again.positions == {} and again.restored == {}
