@@ -35,7 +35,7 @@ run: venv
 test: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# SIGKILL restart tests: opt-in while a restarted worker can still stall (README).
+# Only the SIGKILL restart tests (they are part of `make test` too).
 test-restart: venv
 	$(BIN)/python -m pytest -m restart tests/streams
 
