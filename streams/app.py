@@ -7,12 +7,12 @@ attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import logging
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
@@ -33,7 +33,7 @@ from streams.records import (
     InputSequence,
     Output,
 )
-from streams.sender import Record, Sender, SendError
+from streams.sender import Record, Sender
 from streams.state import KeyedState
 from streams.views import register_views
 
@@ -147,23 +147,17 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     sender: list[Sender] = []
 
+    def librdkafka() -> Sender:
+        if not sender:
+            sender.append(Sender(settings.kafka_client_config(), settings.linger_ms))
+        return sender[0]
+
     async def send(records: list[Record]) -> None:
         """Send (topic, key, value, partition) records; return once all are acknowledged."""
         # At least once, librdkafka sends them (streams/sender.py); transactions need
         # Faust's producer (and its Topic.send, a channel and callback per message).
         if direct:
-            if not sender:
-                sender.append(Sender(settings.kafka_client_config(), settings.linger_ms))
-            # Until the broker has them, the batch's input offsets are not acked (so
-            # not committed): keep trying, as idempotent repeats, rather than move on.
-            for attempt in itertools.count():
-                try:
-                    await sender[0].send(records)
-                    return
-                except SendError as exc:
-                    pause = min(30.0, 0.5 * 2 ** attempt)
-                    log.error("%s; retrying the batch in %.1f s", exc, pause)
-                    await asyncio.sleep(pause)
+            await librdkafka().send(records)
         elif records:
             pending = [await app.topic(t, key_type=bytes, value_type=bytes).send(
                 key=k, value=v, partition=p) for t, k, v, p in records]
@@ -174,31 +168,64 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         for s in sender:
             s.close()
 
-    async def commit(result: BatchResult, state: KeyedState) -> None:
-        # Outputs first, state after: if the worker dies in between, the input is
-        # processed again and the outputs repeat (same keys and content), but state
-        # never claims an input whose outputs were lost. If anything fails, the
-        # decoded-state caches (already ahead) are dropped before the agent restarts.
-        try:
-            await send([(names[o.topic], o.key, o.value, o.partition) for o in result.outputs])
-            changes: list[tuple[KeyedState, int, str, bytes | None]] = []
-            for (partition, key), value in result.writes.items():
-                changes.append((state, partition, key, orjson.dumps(value)))
-            for (partition, key), label in result.label_writes.items():
-                changes.append((label_state, partition, key,
-                                None if label is None else orjson.dumps(label)))
-            for target, partition, key, raw in changes:
-                target.put(partition, key, raw)
-            # The partition positions (META_KEY) go last, once every state write of the
-            # batch is acknowledged: a restarted worker resumes right after them.
-            records = [(target.changelog_topic, key.encode(), raw, partition)
-                       for target, partition, key, raw in changes]
+    #: per lane (user side, item side): the previous batch's durability, still under way
+    lanes: dict[str, asyncio.Future[None]] = {}
+
+    def state_changes(result: BatchResult, state: KeyedState) -> list[Record]:
+        # The local store is written at once: it is a cache of the changelog, wiped and
+        # rebuilt from the changelog at every start, and later batches read it.
+        changes: list[tuple[KeyedState, int, str, bytes | None]] = []
+        for (partition, key), value in result.writes.items():
+            changes.append((state, partition, key, orjson.dumps(value)))
+        for (partition, key), label in result.label_writes.items():
+            changes.append((label_state, partition, key,
+                            None if label is None else orjson.dumps(label)))
+        for target, partition, key, raw in changes:
+            target.put(partition, key, raw)
+        return [(target.changelog_topic, key.encode(), raw, partition)
+                for target, partition, key, raw in changes]
+
+    async def commit(result: BatchResult, state: KeyedState, lane: str) -> None:
+        # Per batch, in this order: outputs acknowledged, then its state changes, then
+        # the partition positions (META_KEY), after the previous batch's positions. A
+        # worker that dies in between processes the batch again from the positions:
+        # outputs repeat (same keys and content) and state never claims an input
+        # whose outputs were lost.
+        outputs = [(names[o.topic], o.key, o.value, o.partition) for o in result.outputs]
+        if not direct:
+            await send(outputs)
+            records = state_changes(result, state)
             await send([r for r in records if r[1] != META_BYTES])
             await send([r for r in records if r[1] == META_BYTES])
-        except BaseException:
-            forget_caches()
-            sequence.forget()  # the failed batch comes again from the durable positions
-            raise
+            return
+        # At least once the batch becomes durable in the background while the next one
+        # is processed (at most two batches in flight per lane). Outputs are queued now,
+        # so they keep batch order.
+        producer = librdkafka()
+        published = producer.submit(outputs)
+        records = state_changes(result, state)
+        previous = lanes.get(lane)
+
+        async def durable() -> None:
+            await published
+            if previous is not None:  # changelog records keep batch order too
+                await previous
+            await producer.submit([r for r in records if r[1] != META_BYTES])
+            await producer.submit([r for r in records if r[1] == META_BYTES])
+
+        task = lanes[lane] = asyncio.ensure_future(durable())
+        task.add_done_callback(on_durable)
+        if previous is not None:
+            await asyncio.shield(previous)
+
+    def on_durable(task: asyncio.Future[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Queued batches (and the local store) are ahead of what the broker has: the
+        # worker cannot go on. It stops; a restart resumes from the durable positions.
+        log.critical("a batch could not be made durable: %r; stopping the worker",
+                     task.exception())
+        app.loop.create_task(app.crash(task.exception()))
 
     async def publish(records: list[Output]) -> None:
         await send([(names[o.topic], o.key, o.value, o.partition) for o in records])
@@ -230,18 +257,31 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         users.restore(partition, _now_ms())
         return users.resume_position(source, partition)
 
+    @contextlib.contextmanager
+    def dropping_caches_on_error() -> Iterator[None]:
+        # Decoded states are changed in place while a batch is processed: if it fails,
+        # drop them, and take the inputs again from the durable positions.
+        try:
+            yield
+        except BaseException:
+            forget_caches()
+            sequence.forget()
+            raise
+
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
                 batch = await in_order([_input_record(ev, source_of) for ev in events],
                                        user_position)
-                await commit(users.process(batch, _now_ms()), user_state)
+                with dropping_caches_on_error():
+                    await commit(users.process(batch, _now_ms()), user_state, "user")
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             batch = await in_order([_input_record(ev, source_of) for ev in events],
                                    lambda source, partition: items.resume_position(partition))
-            await commit(items.process(batch), item_state)
+            with dropping_caches_on_error():
+                await commit(items.process(batch), item_state, "item")
 
     app.agent(inputs, name="freshet-users")(user_agent)
     app.agent(snapshots, name="freshet-item-snapshots")(user_agent)
@@ -269,7 +309,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                 if tp.topic == inputs_by_source["clicks"]:
                     users.restore(tp.partition, now)  # e.g. restarted with nothing to read
             await commit(advance_idle(users, now, settings.idle_advance_ms, caught_up),
-                         user_state)
+                         user_state, "user")
 
     @app.timer(interval=5.0)
     async def label_reports() -> None:

@@ -7,9 +7,10 @@ idempotent (``enable.idempotence``: no duplicates or reordering from retries),
 ``acks=all``, and partitions keyed records with murmur2 like the Java client (and
 Faust), so a key lands where Faust's own producer would put it.
 
-``send`` resolves only when every record of the call is acknowledged, which is what
-the agents' ordering rests on: outputs acknowledged, then state written, then the
-input offsets may be committed. A delivery error fails the whole call.
+``submit`` queues a call's records at once and returns a future that resolves when
+every one of them is acknowledged (``send`` awaits it), which is what the agents'
+ordering rests on: outputs acknowledged, then state changes, then the partition
+positions. A delivery error fails the whole call.
 
 Under ``exactly_once`` the workers keep Faust's transactional producer.
 """
@@ -59,10 +60,19 @@ class Sender:
 
     async def send(self, records: Sequence[Record]) -> None:
         """Produce ``records`` in order; return once the broker acknowledged all."""
-        if not records:
-            return
+        await self.submit(records)
+
+    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Hand ``records`` to the producer now, in order; a future of their delivery.
+
+        Records of later calls queue behind these (librdkafka keeps each partition's
+        order, idempotence keeps it across retries).
+        """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        if not records:
+            done.set_result(None)
+            return done
         pending = [len(records)]
         errors: list[str] = []
         lock = self._lock
@@ -94,7 +104,7 @@ class Sender:
                         produce(topic, value, key, partition, on_delivery=delivered)
                     break
                 except BufferError:  # local queue full: let deliveries drain
-                    await asyncio.sleep(0.005)
+                    self._producer.poll(0.005)
                 except KafkaException as exc:
                     with lock:
                         errors.append(f"{topic}: {exc}")
@@ -104,7 +114,7 @@ class Sender:
             last = pending[0] == 0
         if last:
             settle()
-        await done
+        return done
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``) and stop the poll thread."""

@@ -193,10 +193,11 @@ def consume(settings: Settings, logical_topics: list[str],
 
 def produce_then_kill(settings: Settings, log_path: Path, records: list[GeneratedRecord],
                       reached: Callable[[dict[str, Any]], bool],
-                      timeout_s: float = 60) -> list[Produced]:
-    """Start a worker, produce ``records``, SIGKILL it once ``reached(stats)``; the log.
+                      timeout_s: float = 60, sig: int = signal.SIGKILL) -> list[Produced]:
+    """Start a worker, produce ``records``, stop it with ``sig`` once ``reached(stats)``.
 
-    The kill lands while it has processed some but (very likely) not all of them.
+    The signal lands while it has processed some but (very likely) not all of them.
+    Returns the produced log.
     """
     worker = Worker(settings, log_path)
     worker.start()
@@ -209,5 +210,5 @@ def produce_then_kill(settings: Settings, log_path: Path, records: list[Generate
                 break
             time.sleep(0.05)
     finally:
-        worker.stop(sig=signal.SIGKILL)
+        worker.stop(sig=sig)
     return log
