@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,13 +23,13 @@ from features.catalog import Catalog, default_catalog
 from freshet.settings import Settings
 from freshet.topics import internal_topic
 from labels import LabelConfig
+from streams.guard import InputGuard, install_task_dump
 from streams.labelstage import LabelStage, label_report_records, label_state_name
 from streams.processor import META_KEY, ItemProcessor, UserProcessor, advance_idle
 from streams.records import (
     BatchResult,
     Counters,
     InputRecord,
-    InputSequence,
     Output,
 )
 from streams.sender import Record, Sender
@@ -40,9 +39,6 @@ from streams.views import register_views
 log = logging.getLogger(__name__)
 
 META_BYTES = META_KEY.encode()
-
-#: Seconds without input progress, despite lag, after which stuck partitions are sought.
-STALL_S = 3.0
 
 #: Largest batch the agent takes at once, and how long it waits to fill one.
 BATCH_MAX = 2_000
@@ -230,28 +226,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     async def publish(records: list[Output]) -> None:
         await send([(names[o.topic], o.key, o.value, o.partition) for o in records])
 
-    sequence = InputSequence()  # input records in offset order from the durable position
-
-    async def in_order(batch: list[InputRecord],
-                       resume: Callable[[str, int], int | None]) -> list[InputRecord]:
-        # Each partition starts after the last record whose state is durable (or at
-        # its first offset): Faust's committed offset can be ahead of that (it acks a
-        # take_events batch even when processing it failed or was cancelled).
-        for rec in batch:
-            tp = (rec.topic, rec.partition)
-            if not sequence.known(tp):
-                done = resume(rec.source, rec.partition)
-                if done is None:
-                    ktp = TP(rec.topic, rec.partition)
-                    done = (await app.consumer.earliest_offsets(ktp)).get(ktp, 0) - 1
-                sequence.start(tp, done + 1)
-        kept, seek = sequence.accept(batch)
-        for (topic, partition), offset in seek.items():
-            log.warning("%s[%d]: records from offset %d were not delivered; seeking back",
-                        topic, partition, offset)
-            await app.consumer.seek(TP(topic, partition), offset)
-            counters.seeks += 1
-        return kept
+    guard = InputGuard(app, counters, source_of)  # inputs from the durable positions
 
     def user_position(source: str, partition: int) -> int | None:
         users.restore(partition, _now_ms())
@@ -265,20 +240,20 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             yield
         except BaseException:
             forget_caches()
-            sequence.forget()
+            guard.forget()
             raise
 
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             async with user_side:
-                batch = await in_order([_input_record(ev, source_of) for ev in events],
+                batch = await guard.in_order([_input_record(ev, source_of) for ev in events],
                                        user_position)
                 with dropping_caches_on_error():
                     await commit(users.process(batch, _now_ms()), user_state, "user")
 
     async def item_agent(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = await in_order([_input_record(ev, source_of) for ev in events],
+            batch = await guard.in_order([_input_record(ev, source_of) for ev in events],
                                    lambda source, partition: items.resume_position(partition))
             with dropping_caches_on_error():
                 await commit(items.process(batch), item_state, "item")
@@ -331,53 +306,16 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         consumer = app.consumer
         consumer.resume_partitions({tp for tp in consumer.assignment() if tp.topic in sources})
 
-    watch: dict[str, Any] = {"positions": None, "since": time.monotonic()}
-
     @app.timer(interval=1.0)
     async def stall_watchdog() -> None:
-        # Input with lag, yet no position moved for STALL_S: seen after restarts, when
-        # Faust's seek to the committed offsets races its fetcher and one partition is
-        # never delivered again. Log the consumer's flow state, then seek the stuck
-        # partitions to the record after the last one processed (everything before it
-        # is durable), which gets them going again.
-        positions = dict(users.positions)
-        if positions != watch["positions"] or app.rebalancing \
-                or not app.tables.recovery.completed.is_set():
-            watch["positions"], watch["since"] = positions, time.monotonic()
-            return
-        idle_s = time.monotonic() - watch["since"]
-        if idle_s < STALL_S:
-            return
-        consumer = app.consumer
-        stuck: dict[TP, int] = {}
-        for tp in consumer.assignment():
-            source = source_of.get(tp.topic)
-            if source not in ("clicks", "predictions"):
-                continue
-            highwater = consumer.highwater(tp)
-            done = users.resume_position(source, tp.partition)
-            if done is not None and highwater is not None and highwater > done + 1:
-                stuck[tp] = done + 1
-        if stuck:
-            log.warning(
-                "no input progress for %.0f s with lag on %s; rebalancing=%s flow_active=%s "
-                "active=%s paused=%s buffered=%s: seeking them to the next unprocessed offset",
-                idle_s, {f"{tp.topic}[{tp.partition}]": off for tp, off in stuck.items()},
-                app.rebalancing, getattr(consumer, "flow_active", None),
-                _tps(getattr(consumer, "_active_partitions", None)),
-                _tps(getattr(consumer, "_paused_partitions", None)),
-                _tps(getattr(consumer, "_buffered_partitions", None)))
-            for tp, offset in stuck.items():
-                await consumer.seek(tp, offset)
-            counters.seeks += len(stuck)
-        watch["since"] = time.monotonic()
+        await guard.watchdog(users.positions, users.resume_position)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         forget_caches()
         # watermarks and positions come back from the user table if they return
         users.forget({tp.partition for tp in revoked if tp.topic == inputs_by_source["clicks"]})
-        sequence.forget({(tp.topic, tp.partition) for tp in revoked})
+        guard.forget({(tp.topic, tp.partition) for tp in revoked})
         items.forget({tp.partition for tp in revoked if tp.topic == names["items_repartition"]})
 
     def forget_caches() -> None:
@@ -385,10 +323,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         users.users.cache.clear()
         items.items.cache.clear()
 
-    @app.task
-    async def install_task_dump() -> None:
-        # `kill -USR2 <worker pid>` logs every asyncio task's stack (stall diagnosis).
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
+    app.task(_install_task_dump)
 
     register_views(app, counters, users.watermarks,
                    {"user": (catalog.user, user_state), "item": (catalog.item, item_state)},
@@ -401,32 +336,8 @@ OUTPUT_TOPICS = ("features_user", "features_item", "dead_letters", "labels",
                  "label_watermarks")
 
 
-def _dump_tasks() -> None:
-    for task in asyncio.all_tasks():
-        frames = []
-        obj: Any = task.get_coro()
-        while obj is not None and len(frames) < 40:
-            frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None) \
-                or getattr(obj, "gi_frame", None)
-            if frame is not None:
-                frames.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} "
-                              f"{frame.f_code.co_name}")
-            nxt = (getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
-                   or getattr(obj, "gi_yieldfrom", None))
-            if nxt is None and frame is None:  # e.g. an async generator's asend()
-                import gc
-                import inspect
-
-                nxt = next((r for r in gc.get_referents(obj)
-                            if inspect.isasyncgen(r) or inspect.iscoroutine(r)), None)
-            obj = nxt
-        log.warning("task %s awaiting:\n%s", task.get_name(), "\n".join(frames))
-
-
-def _tps(tps: Any) -> str:
-    if tps is None:
-        return "None"
-    return "{" + ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)) + "}"
+async def _install_task_dump() -> None:
+    install_task_dump()
 
 
 def _now_ms() -> int:
