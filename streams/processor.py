@@ -162,6 +162,8 @@ class UserProcessor:
         self.watermarks: dict[int, InputWatermark] = {}
         #: per partition, the wall-clock ms when its max event time last grew
         self.last_progress_wall_ms: dict[int, int] = {}
+        #: per (partition, source), the wall-clock ms when that input's max last grew
+        self.source_progress_wall_ms: dict[tuple[int, str], int] = {}
         #: the last input offset processed per (source topic, partition)
         self.positions: dict[tuple[str, int], int] = {}
         #: the positions restored from the table: records up to them were processed
@@ -194,12 +196,16 @@ class UserProcessor:
         if partition not in self.watermarks:
             self.watermark(partition)
             self.last_progress_wall_ms.setdefault(partition, now_wall_ms)
+            for source in SOURCES:
+                self.source_progress_wall_ms.setdefault((partition, source), now_wall_ms)
 
     def forget(self, partitions: set[int]) -> None:
         """Drop what is kept in memory for partitions this worker no longer owns."""
         for partition in partitions:
             self.watermarks.pop(partition, None)
             self.last_progress_wall_ms.pop(partition, None)
+            for source in SOURCES:
+                self.source_progress_wall_ms.pop((partition, source), None)
             for source in (*SOURCES, "item_snapshots"):
                 self.positions.pop((source, partition), None)
                 self.restored.pop((source, partition), None)
@@ -261,6 +267,7 @@ class UserProcessor:
             watermark = wm.observe(rec.source, event.ts)
             if before is None or event.ts > before:
                 self.last_progress_wall_ms[rec.partition] = now_wall_ms
+                self.source_progress_wall_ms[(rec.partition, rec.source)] = now_wall_ms
             touched.add(rec.partition)
             state = users.apply(event.user_id, rec.partition, rec.source, rec.offset, rec.source,
                                 event, watermark)
@@ -282,6 +289,8 @@ class UserProcessor:
         users.finish(result)
         for partition in read:
             self.last_progress_wall_ms.setdefault(partition, now_wall_ms)
+            for source in SOURCES:
+                self.source_progress_wall_ms.setdefault((partition, source), now_wall_ms)
             result.writes[(partition, META_KEY)] = self.meta(partition)
         # Each forward carries its origin partition's watermark, so that the item side
         # knows the oldest event any origin can still send.
@@ -293,28 +302,47 @@ class UserProcessor:
 
 
 def advance_idle(processor: UserProcessor, now_wall_ms: int, idle_ms: int,
-                 caught_up: Callable[[int], bool] = lambda partition: True) -> BatchResult:
-    """Move idle partitions' watermarks forward with the wall clock; close due labels.
+                 caught_up: Callable[[int, str], bool] = lambda partition, source: True
+                 ) -> BatchResult:
+    """Move watermarks past idle inputs with the wall clock; close due labels.
 
-    A partition whose max event time has not grown for ``idle_ms`` of wall time, and
-    that has nothing left to read (``caught_up``), is quiet, not slow: its watermark
-    advances by the wall time elapsed since it last made progress (never backwards),
-    so labels still close when traffic stops. A partition with unread input (a
-    backlog, or one paused by a rebalance) is never advanced.
+    An input topic of a partition whose max event time has not grown for ``idle_ms``
+    of wall time, and that has nothing left to read (``caught_up(partition,
+    source)``), is idle: it holds the partition's watermark back no longer, which
+    then follows the other input alone; when every input is idle, the watermark
+    advances with the wall time elapsed since the partition last made progress
+    (never backwards). So labels still close when traffic stops, or when one input
+    stops while the other goes on. An input with unread records (a backlog, or a
+    rebalance pause) is never idle.
     """
     result = BatchResult()
     labels = processor.labels
     for partition, wm in processor.watermarks.items():
         last = processor.last_progress_wall_ms.get(partition)
-        if last is None or now_wall_ms - last < idle_ms:
+        if last is None:
             continue
-        if not caught_up(partition):
-            processor.last_progress_wall_ms[partition] = now_wall_ms  # idle starts later
+        active: list[int | None] = []
+        seen: list[int] = []
+        for source, max_ms in wm.max_event_ms.items():
+            if max_ms is not None:
+                seen.append(max_ms)
+            if not caught_up(partition, source):
+                # unread records: behind, not idle (idle time starts once caught up)
+                processor.source_progress_wall_ms[(partition, source)] = now_wall_ms
+                processor.last_progress_wall_ms[partition] = now_wall_ms
+                active.append(max_ms)
+                continue
+            quiet_since = processor.source_progress_wall_ms.get((partition, source), now_wall_ms)
+            if max_ms is not None and now_wall_ms - quiet_since < idle_ms:
+                active.append(max_ms)
+        if not seen or None in active:
             continue
-        seen = [m for m in wm.max_event_ms.values() if m is not None]
-        if not seen:
+        if active:
+            target = min(m for m in active if m is not None) - wm.allowed_lateness_ms
+        elif now_wall_ms - last >= idle_ms:
+            target = max(seen) - wm.allowed_lateness_ms + (now_wall_ms - last)
+        else:
             continue
-        target = max(seen) - wm.allowed_lateness_ms + (now_wall_ms - last)
         if wm.value_ms is None or target > wm.value_ms:
             wm.advance_to(target)
             result.writes[(partition, META_KEY)] = processor.meta(partition)

@@ -143,3 +143,43 @@ def test_item_side_keeps_its_repartition_position() -> None:
     assert again.resume_position(0) == 40 + len(forwards) - 1
     again.forget({0})
     assert again.positions == {} and again.restored == {}
+
+
+def pred_rec(offset: int, ts: int) -> InputRecord:
+    body = {"prediction_id": f"p{offset}", "request_id": f"r{offset}", "user_id": "u1",
+            "item_id": "i1", "model_id": "m", "score": 0.5, "ts": ts}
+    return InputRecord("predictions", "predictions", 0, offset, b"u1", orjson.dumps(body))
+
+
+def click_rec(offset: int, ts: int) -> InputRecord:
+    body = {"user_id": "u1", "item_id": "i1", "ts": ts}
+    return InputRecord("clicks", "clicks", 0, offset, b"u1", orjson.dumps(body))
+
+
+T0 = 1_767_225_600_000
+
+
+def test_idle_advance_moves_a_quiet_input_on_while_the_other_goes_on() -> None:
+    tables = Tables()
+    users = worker(tables)
+    users.process([pred_rec(0, T0), click_rec(0, T0 + 100)], now_wall_ms=1_000)
+    assert users.watermarks[0].value_ms == T0 - LATENESS_MS
+    # clicks keep coming (their max grows), predictions stopped at T0
+    users.process([click_rec(1, T0 + 20_000)], now_wall_ms=21_000)
+    assert users.watermarks[0].value_ms == T0 - LATENESS_MS
+    from streams.processor import advance_idle
+    # not quiet long enough yet / predictions not caught up: nothing moves
+    advance_idle(users, 5_000, idle_ms=10_000)
+    advance_idle(users, 40_000, idle_ms=10_000, caught_up=lambda p, s: s != "predictions")
+    assert users.watermarks[0].value_ms == T0 - LATENESS_MS
+    # predictions caught up and quiet for idle_ms: they hold nothing back, and the
+    # clicks, still coming, alone set the watermark
+    advance_idle(users, 45_000, idle_ms=10_000)
+    assert users.watermarks[0].value_ms == T0 - LATENESS_MS
+    users.process([click_rec(2, T0 + 30_000)], now_wall_ms=48_000)
+    advance_idle(users, 52_000, idle_ms=10_000)
+    assert users.watermarks[0].value_ms == T0 + 30_000 - LATENESS_MS
+    # both quiet: the watermark follows the wall clock from the last progress (48 s)
+    result = advance_idle(users, 90_000, idle_ms=10_000)
+    assert users.watermarks[0].value_ms == T0 + 30_000 - LATENESS_MS + 42_000
+    assert (0, META_KEY) in result.writes  # the advanced watermark is kept
