@@ -183,7 +183,7 @@ def pending_state_bytes(settings: Settings, args: argparse.Namespace) -> str:
     from confluent_kafka import TopicPartition
 
     from labels import LabelConfig
-    from streams.labelstage import label_state_name
+    from streams.labelstage import PAYLOAD_PREFIX, label_state_name
 
     cfg = LabelConfig(window_ms=WINDOW_MS, skew_ms=args.skew_ms, observe_ms=2000,
                       eager_clicks=args.eager)
@@ -193,12 +193,16 @@ def pending_state_bytes(settings: Settings, args: argparse.Namespace) -> str:
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     sizes: list[tuple[int, int]] = []
+    payloads: list[int] = []
     empty = 0
     while empty < 4:
         msgs = consumer.consume(1000, timeout=0.5)
         empty = 0 if msgs else empty + 1
         for msg in msgs:
             if msg.error() or msg.value() is None:
+                continue
+            if msg.key().startswith(PAYLOAD_PREFIX.encode()):
+                payloads.append(len(msg.value()))
                 continue
             state = orjson.loads(msg.value())
             open_n = sum(1 for p in state["m"]["predictions"].values() if not p["final"])
@@ -208,8 +212,11 @@ def pending_state_bytes(settings: Settings, args: argparse.Namespace) -> str:
     if not sizes:
         return "no label state with open predictions was read"
     per = [b / n for b, n in sizes]
-    return (f"{sum(per) / len(per):.0f} B per open prediction (mean over {len(per)} "
-            f"changelog writes; includes the point-in-time feature snapshots)")
+    payload = sum(payloads) / len(payloads) if payloads else 0.0
+    return (f"{sum(per) / len(per) + payload:.0f} B per open prediction: user label state "
+            f"{sum(per) / len(per):.0f} B per open prediction (mean over {len(per)} "
+            f"changelog writes) + its payload (logged and point-in-time features, "
+            f"written once) {payload:.0f} B")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Per user, the stored label state is ``{"m": machine state, "o": {topic: last applied
 offset}, "snap": {prediction_id: item features}, "wait": {prediction_id: example}}``.
+An open prediction's logged features and point-in-time user features (its
+*payload*) are kept apart, under ``payload_key(prediction_id)`` in the same table,
+written once and deleted with its final label, and put back into its training
+example; so the state a batch rewrites stays small however many predictions of
+the user are open.
 
 - Windows close on the partition watermark: an in-memory deadline index per
   partition (rebuilt from the table the first time a partition is seen after start
@@ -26,6 +31,7 @@ import orjson
 from events.contracts import SCHEMA_VERSION, Click, Prediction
 from labels import DelayStats, LabelConfig, LabelMachine, OpenPredictions, label_watermark_ms
 from labels.outputs import Output as LabelOutput
+from labels.outputs import core
 from streams.processor import StateCache, UserProcessor
 from streams.records import BatchResult, Counters, Output
 
@@ -38,6 +44,16 @@ ROUTES: dict[str, str | None] = {
     "extra_click": None,
     "duplicate_prediction": None,
 }
+
+
+#: Label-table keys of open predictions' payloads start with this (longer than any
+#: entity id may be, so no user key can collide with one).
+PAYLOAD_PREFIX = "~freshet~payload~" + "~" * 240
+
+
+def payload_key(prediction_id: str) -> str:
+    """The label-table key of an open prediction's payload."""
+    return PAYLOAD_PREFIX + prediction_id
 
 
 def label_state_name(config: LabelConfig) -> str:
@@ -95,6 +111,9 @@ class LabelStage:
         self.cache = StateCache()
         self._dirty: dict[str, tuple[int, dict[str, Any]]] = {}
         self._outputs: list[Output] = []
+        #: open predictions' payloads (see _set_aside): cached, and this batch's writes
+        self._payloads: dict[str, dict[str, Any]] = {}
+        self._payload_writes: dict[tuple[int, str], dict[str, Any] | None] = {}
         # how long after a prediction its item snapshot may still be useful
         self._snap_ttl_ms = config.window_ms + config.skew_ms + config.late_horizon_ms
 
@@ -114,6 +133,8 @@ class LabelStage:
             idx = self.deadlines[partition] = DeadlineIndex()
             opened = self.open[partition] = OpenPredictions()
             for key in self.keys_for_partition(partition):
+                if key.startswith(PAYLOAD_PREFIX):
+                    continue
                 raw = self.read(partition, key)
                 if raw is not None:
                     m = orjson.loads(raw)["m"]
@@ -126,6 +147,7 @@ class LabelStage:
         self.deadlines.clear()
         self.open.clear()
         self.cache.clear()
+        self._payloads.clear()
 
     # -- inputs --------------------------------------------------------------------
     def on_event(self, key: str, partition: int, source: str, offset: int,
@@ -142,11 +164,31 @@ class LabelStage:
         if isinstance(event, Prediction):
             outs = self.machine.on_prediction(state["m"], event, watermark_ms,
                                               {"user": user_snapshot})
+            self._set_aside(partition, state, event.prediction_id)
         else:
             outs = self.machine.on_click(state["m"], event, watermark_ms)
         state["o"][source] = offset
-        self._route(key, state, outs)
+        self._route(partition, key, state, outs)
         self._dirty[key] = (partition, state)
+
+    def _set_aside(self, partition: int, state: dict[str, Any], pid: str) -> None:
+        # An open prediction's logged features and point-in-time snapshot are only
+        # needed for its training example: they live under their own key, written
+        # once, so a batch that touches the user does not rewrite them.
+        rec = state["m"]["predictions"].get(pid)
+        if rec is None or rec["final"] or rec["snapshot"] is None:
+            return
+        payload = {"pred": rec["pred"], "snapshot": rec["snapshot"]}
+        rec["pred"], rec["snapshot"] = core(rec["pred"]), None
+        self._payloads[pid] = payload
+        self._payload_writes[(partition, payload_key(pid))] = payload
+
+    def _payload(self, partition: int, pid: str) -> dict[str, Any] | None:
+        payload = self._payloads.get(pid)
+        if payload is None:
+            raw = self.read(partition, payload_key(pid))
+            payload = None if raw is None else orjson.loads(raw)
+        return payload
 
     def on_item_snapshot(self, key: str, partition: int, body: dict[str, Any]) -> None:
         """The item's features as of a prediction, sent back by the item side."""
@@ -166,14 +208,15 @@ class LabelStage:
         for key in self._index(partition).pop_due(watermark_ms):
             state = self._load(partition, key)
             outs = self.machine.on_watermark(state["m"], watermark_ms)
-            self._route(key, state, outs)
+            self._route(partition, key, state, outs)
             snap = state["snap"]
             for pid in [p for p, (ts, _) in snap.items() if ts + self._snap_ttl_ms < watermark_ms]:
                 del snap[pid]
             self._dirty[key] = (partition, state)
 
     # -- outputs -------------------------------------------------------------------
-    def _route(self, key: str, state: dict[str, Any], outs: list[LabelOutput]) -> None:
+    def _route(self, partition: int, key: str, state: dict[str, Any],
+               outs: list[LabelOutput]) -> None:
         counts = self.label_counts
         for out in outs:
             counts[out.kind] = counts.get(out.kind, 0) + 1
@@ -184,6 +227,15 @@ class LabelStage:
                 continue
             if out.kind == "training_example":
                 pid = out.record["prediction_id"]
+                if out.record["freshet_features"] is None:  # its payload was set aside
+                    payload = self._payload(partition, pid)
+                    if payload is not None:
+                        for name, value in payload["pred"].items():
+                            out.record.setdefault(name, value)
+                        out.record["freshet_features"] = dict(payload["snapshot"])
+                if out.record["final"]:
+                    self._payloads.pop(pid, None)
+                    self._payload_writes[(partition, payload_key(pid))] = None
                 snap = state["snap"].pop(pid, None)
                 if snap is None:
                     state["wait"][pid] = out.record
@@ -205,9 +257,13 @@ class LabelStage:
             result.label_writes[(partition, key)] = None if empty else state
             if empty:
                 self.cache.drop(key)
+        result.label_writes.update(self._payload_writes)
         result.outputs.extend(self._outputs)
         self._dirty = {}
         self._outputs = []
+        self._payload_writes = {}
+        if len(self._payloads) > 100_000:
+            self._payloads.clear()  # a cache only: the table has them
 
     def label_watermarks(self, watermarks: dict[int, int | None]) -> dict[int, int | None]:
         """Per partition: every prediction with ts < T has its final label."""
