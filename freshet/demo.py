@@ -53,9 +53,15 @@ def _generate_forever(settings: Settings, rate: float, seed: int, stop: threadin
                     return
                 yield r
 
-        produced[0] += produce(until_stopped(records), settings.bootstrap_servers,
-                               topics=topics, rate=rate,
-                               extra_config=settings.kafka_client_config())
+        base = produced[0]
+
+        def progress(n: int, base: int = base) -> None:
+            produced[0] = base + n  # the live summary shows it as it goes
+
+        produced[0] = base + produce(until_stopped(records), settings.bootstrap_servers,
+                                     topics=topics, rate=rate,
+                                     extra_config=settings.kafka_client_config(),
+                                     on_progress=progress)
         chunk += 1
 
 
