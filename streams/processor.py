@@ -45,6 +45,7 @@ from streams.records import (
     Output,
     batched_outputs,
     dead_letter,
+    latest,
 )
 
 if TYPE_CHECKING:
@@ -212,9 +213,7 @@ class UserProcessor:
 
     def resume_position(self, source: str, partition: int) -> int | None:
         """The last offset of ``source`` in ``partition`` known processed (None: none)."""
-        offsets = [d[(source, partition)] for d in (self.positions, self.restored)
-                   if (source, partition) in d]
-        return max(offsets) if offsets else None
+        return latest((source, partition), self.positions, self.restored)
 
     def meta(self, partition: int) -> dict[str, Any]:
         """What :meth:`watermark` restores: max event times, watermark, positions."""
@@ -375,8 +374,7 @@ class ItemProcessor:
             raw = self.items.read(partition, META_KEY)
             if raw is not None:
                 self.restored[partition] = orjson.loads(raw)["pos"]["items_repartition"]
-        offsets = [d[p] for d in (self.positions, self.restored) if (p := partition) in d]
-        return max(offsets) if offsets else None
+        return latest(partition, self.positions, self.restored)
 
     def forget(self, partitions: set[int]) -> None:
         """Drop the positions of partitions this worker no longer owns."""
@@ -400,7 +398,8 @@ class ItemProcessor:
         known = self.origin_watermarks
         snapshots: dict[int, list[dict[str, Any]]] = {}
         for rec in batch:
-            self.resume_position(rec.partition)  # restore before overwriting
+            if rec.partition not in self.positions:
+                self.resume_position(rec.partition)  # restore before overwriting
             self.positions[rec.partition] = rec.offset
             body = orjson.loads(rec.value)
             watermark = self.watermark()

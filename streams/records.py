@@ -95,6 +95,16 @@ def batched_outputs(topic: str, partition: int, entries: list[Any],
             + batched_outputs(topic, partition, entries[half:], body, limit))
 
 
+def latest(key: Any, *positions: dict[Any, int]) -> int | None:
+    """The largest offset any of ``positions`` holds for ``key`` (None: none holds it).
+
+    >>> latest("a", {"a": 3}, {"a": 7, "b": 1}), latest("c", {"a": 3})
+    (7, None)
+    """
+    offsets = [p[key] for p in positions if key in p]
+    return max(offsets) if offsets else None
+
+
 def dead_letter(rec: InputRecord, reason: str) -> Output:
     """The ``dead-letters`` record for an input that could not be used."""
     text: str | None
