@@ -167,7 +167,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     #: per lane (user side, item side): the previous batch's durability, still under way
     lanes: dict[str, asyncio.Future[None]] = {}
 
-    def state_changes(result: BatchResult, state: KeyedState) -> list[Record]:
+    def state_changes(result: BatchResult, state: KeyedState
+                      ) -> tuple[list[Record], list[Record]]:
+        """The batch's changelog records: state changes, then partition positions."""
         # The local store is written at once: it is a cache of the changelog, wiped and
         # rebuilt from the changelog at every start, and later batches read it.
         changes: list[tuple[KeyedState, int, str, bytes | None]] = []
@@ -178,8 +180,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                             None if label is None else orjson.dumps(label)))
         for target, partition, key, raw in changes:
             target.put(partition, key, raw)
-        return [(target.changelog_topic, key.encode(), raw, partition)
-                for target, partition, key, raw in changes]
+        records = [(target.changelog_topic, key.encode(), raw, partition)
+                   for target, partition, key, raw in changes]
+        return ([r for r in records if r[1] != META_BYTES],
+                [r for r in records if r[1] == META_BYTES])
 
     async def commit(result: BatchResult, state: KeyedState, lane: str) -> None:
         # Per batch, in this order: outputs acknowledged, then its state changes, then
@@ -190,24 +194,24 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         outputs = [(names[o.topic], o.key, o.value, o.partition) for o in result.outputs]
         if not direct:
             await send(outputs)
-            records = state_changes(result, state)
-            await send([r for r in records if r[1] != META_BYTES])
-            await send([r for r in records if r[1] == META_BYTES])
+            changes, positions = state_changes(result, state)
+            await send(changes)
+            await send(positions)
             return
         # At least once the batch becomes durable in the background while the next one
         # is processed (at most two batches in flight per lane). Outputs are queued now,
         # so they keep batch order.
         producer = librdkafka()
         published = producer.submit(outputs)
-        records = state_changes(result, state)
+        changes, positions = state_changes(result, state)
         previous = lanes.get(lane)
 
         async def durable() -> None:
             await published
             if previous is not None:  # changelog records keep batch order too
                 await previous
-            await producer.submit([r for r in records if r[1] != META_BYTES])
-            await producer.submit([r for r in records if r[1] == META_BYTES])
+            await producer.submit(changes)
+            await producer.submit(positions)
 
         task = lanes[lane] = asyncio.ensure_future(durable())
         task.add_done_callback(on_durable)
