@@ -118,13 +118,17 @@ class LabelEngine:
     """
 
     def __init__(self, config: LabelConfig, item_snapshots: bool = True,
-                 bucket_ms: int = 1_000) -> None:
+                 bucket_ms: int = 1_000, changelog: bool = True,
+                 counts: dict[str, int] | None = None) -> None:
         self.config = config
         self.item_snapshots = item_snapshots
+        #: whether changes are kept for :meth:`take_deltas` (replay needs no changelog)
+        self.changelog = changelog
         self.table = PendingTable()
         self.wheel = DeadlineWheel(bucket_ms)
         self.delays = DelayStats()
-        self.counts: dict[str, int] = {}
+        #: outputs by kind (shared with the caller's counters when given)
+        self.counts: dict[str, int] = {} if counts is None else counts
         self._eager = config.eager_clicks and config.mode != MODE_OBSERVE_THEN_CORRECT
         self._remember = config.window_ms + config.late_horizon_ms
         self._held: dict[int, _Held] = {}
@@ -137,6 +141,9 @@ class LabelEngine:
         self._forgotten: list[str] = []
         self._held_dirty: set[int] = set()
         self._meta_dirty = False
+        #: rows past their forget deadline whose final example still waits for its item
+        #: snapshot: forgotten once the example is out, never before (nothing is lost)
+        self._forget_after_example: set[int] = set()
 
     # -- outputs --------------------------------------------------------------------
 
@@ -432,8 +439,15 @@ class LabelEngine:
     def _forget(self, rows: I64) -> None:
         if len(rows) == 0:
             return
+        table = self.table
+        waiting = [r for r in rows.tolist() if table.waiting[r] is not None]
+        if waiting:
+            table.due[waiting] = NONE
+            self._forget_after_example.update(waiting)
+            rows = np.array([r for r in rows.tolist() if table.waiting[r] is None],
+                            dtype=np.int64)
         self._dirty.difference_update(rows.tolist())
-        self._forgotten.extend(self.table.forget(rows.tolist()))
+        self._forgotten.extend(table.forget(rows.tolist()))
 
     def _emit_bulk(self, rows: I64, label: int, kind: str, *, final: bool, label_ts: I64,
                    delay: I64 | None = None) -> None:
@@ -492,6 +506,9 @@ class LabelEngine:
             if tail is not None:
                 table.waiting[row] = None
                 self._example(row, tail)
+                if row in self._forget_after_example:
+                    self._forget_after_example.discard(row)
+                    self._forget(np.array([row], dtype=np.int64))
 
     # -- maturity -------------------------------------------------------------------
 
@@ -536,6 +553,9 @@ class LabelEngine:
         """Changelog records of what changed since the last call (None: delete the key)."""
         table = self.table
         out: list[tuple[bytes, bytes | None]] = []
+        if not self.changelog:
+            self._forgotten, self._dirty, self._held_dirty = [], set(), set()
+            return out
         for pid in self._forgotten:
             out.append((PREDICTION_KEY + pid.encode(), None))
         for row in sorted(self._dirty):

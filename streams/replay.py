@@ -98,9 +98,10 @@ class Replay:
         labels = settings.label_config() if settings.labels_enabled else None
         self.users = UserPartition(0, catalog.user, labels, settings.allowed_lateness_ms,
                                    (lambda item_id: 0) if items else None, self.counters,
-                                   topics=("clicks.jsonl", "predictions.jsonl"))
+                                   topics=("clicks.jsonl", "predictions.jsonl"),
+                                   changelog=False)
         self.items = ItemPartition(0, catalog.item, 1, snapshots=labels is not None,
-                                   counters=self.counters) if items else None
+                                   counters=self.counters, changelog=False) if items else None
         self.offsets = dict.fromkeys(INTERNAL, 0)
 
     def _internal(self, result: Result, topic: str) -> list[tuple[int, bytes | None]]:

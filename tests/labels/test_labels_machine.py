@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from events.contracts import Click, Prediction
@@ -336,3 +337,24 @@ def test_eager_clicks_still_let_a_due_earlier_click_win() -> None:
     per_step = run_steps(cfg(eager_clicks=True), steps)
     assert [compact(o) for o in per_step[2]][:1] == [
         ("label", "p1", "positive", 1, 1, True, 200, 200)]
+
+
+def test_an_example_waiting_for_its_item_snapshot_outlives_the_late_horizon() -> None:
+    # a backlog can move the watermark past the forget deadline before the item side
+    # has sent the prediction's snapshot back: the example must still come out
+    from labels.engine import LabelEngine
+    from tests.labels.drive import prediction_columns
+
+    engine = LabelEngine(cfg(), item_snapshots=True)
+    pred = P("p1", "i1", 0)[1]
+    engine.add_predictions(prediction_columns([pred], [0], [{"u": 1}]))
+    engine.advance(T0 + WINDOW + HORIZON + SKEW + 10)
+    assert [o.kind for o in engine.take_outputs()] == ["label"]
+    deltas = engine.take_deltas()
+    assert deltas and all(value is not None for _, value in deltas)  # not forgotten
+    engine.add_item_snapshots(["p1"], [b'{"i":2}'])
+    (example,) = engine.take_outputs()
+    record = orjson.loads(example.value)
+    assert example.kind == "training_example"
+    assert record["freshet_features"] == {"user": {"u": 1}, "item": {"i": 2}}
+    assert engine.take_deltas() == [(b"Pp1", None)] and engine.is_empty()
