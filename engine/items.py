@@ -52,8 +52,10 @@ class ItemPartition:
     """The item features of one repartition partition (see the module doc)."""
 
     def __init__(self, partition: int, items: FeatureSet, partitions: int, snapshots: bool,
-                 counters: Counters, topic: str = "items_repartition") -> None:
+                 counters: Counters, topic: str = "items_repartition",
+                 changelog: bool = True) -> None:
         self.partition = partition
+        self.changelog = changelog
         self.items = items
         self.partitions = partitions
         self.snapshots = snapshots
@@ -127,9 +129,10 @@ class ItemPartition:
         result.outputs.extend(Out("features_item", key.encode(), value)
                               for key, value in zip(touched, records, strict=True))
         self.counters.published("item", len(touched))
-        result.deltas.extend(Delta("item", self.partition, key.encode(), value)
-                             for key, value in zip(touched, self.table.encode(out.rows),
-                                                   strict=True))
+        if self.changelog:
+            result.deltas.extend(Delta("item", self.partition, key.encode(), value)
+                                 for key, value in zip(touched, self.table.encode(out.rows),
+                                                       strict=True))
         if self.snapshots and len(out.points):
             snaps = self.encoder.snapshots(out.point_as_of, out.point_values, out.point_prov,
                                            self.partition)

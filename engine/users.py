@@ -70,6 +70,8 @@ class Counters:
     late_events: int = 0
     duplicates: int = 0
     features_published: dict[str, int] = field(default_factory=dict)
+    #: label engine outputs by kind (label, training_example, extra_click, ...)
+    labels: dict[str, int] = field(default_factory=dict)
 
     def published(self, entity: str, n: int) -> None:
         """Count ``n`` feature records of ``entity``."""
@@ -95,13 +97,16 @@ class UserPartition:
 
     def __init__(self, partition: int, users: FeatureSet, labels: LabelConfig | None,
                  allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
-                 counters: Counters, topics: tuple[str, str] = SOURCES) -> None:
+                 counters: Counters, topics: tuple[str, str] = SOURCES,
+                 changelog: bool = True) -> None:
         self.partition = partition
         self.users = users
+        self.changelog = changelog
         self.table = FeatureTable(users, provenances=2)
         self.encoder = RecordEncoder(users, SOURCES)
         self.labels = None if labels is None else LabelEngine(
-            labels, item_snapshots=item_partition is not None)
+            labels, item_snapshots=item_partition is not None, changelog=changelog,
+            counts=counters.labels)
         self.lateness_ms = allowed_lateness_ms
         self.item_partition = item_partition
         self.counters = counters
@@ -220,9 +225,10 @@ class UserPartition:
         result.outputs.extend(Out("features_user", key.encode(), value)
                               for key, value in zip(touched, records, strict=True))
         self.counters.published("user", len(touched))
-        result.deltas.extend(Delta("user", self.partition, key.encode(), value)
-                             for key, value in zip(touched, self.table.encode(out.rows),
-                                                   strict=True))
+        if self.changelog:
+            result.deltas.extend(Delta("user", self.partition, key.encode(), value)
+                                 for key, value in zip(touched, self.table.encode(out.rows),
+                                                       strict=True))
         if self.labels is not None:
             snapshots = self.encoder.snapshots(out.point_as_of, out.point_values, out.point_prov,
                                                self.partition)
@@ -268,8 +274,9 @@ class UserPartition:
             topic = LABEL_ROUTES[o.kind]
             if topic is not None:
                 result.outputs.append(Out(topic, o.key.encode(), o.value))
-        result.deltas.extend(Delta("label", self.partition, key, value)
-                             for key, value in engine.take_deltas())
+        if self.changelog:
+            result.deltas.extend(Delta("label", self.partition, key, value)
+                                 for key, value in engine.take_deltas())
 
     def _forward(self, dec: _Decoded, keep: I64, source: npt.NDArray[np.int8], ts: I64,
                  batch: InputBatch, result: Result) -> None:

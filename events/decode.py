@@ -137,9 +137,11 @@ def decode_prediction_in(raw: bytes | None) -> PredictionIn:
             rec.features = msgspec.UNSET
         elif not body.startswith(b"{"):
             raise ContractError("field 'features' must be an object")
-    for text in (rec.prediction_id, rec.request_id, rec.user_id, rec.item_id, rec.model_id):
-        if not _valid_text(text):
-            return _precise_prediction(data)
+    if b"\\u" in data:  # an escape could be a lone surrogate, which msgspec lets through
+        for text in (rec.prediction_id, rec.request_id, rec.user_id, rec.item_id,
+                     rec.model_id):
+            if not _valid_text(text):
+                return _precise_prediction(data)
     return rec
 
 
@@ -158,7 +160,9 @@ def decode_click_in(raw: bytes | None) -> ClickIn:
         rec = _CLICKS.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _precise_click(data)
-    for text in (rec.user_id, rec.item_id, rec.click_id, rec.request_id, rec.prediction_id):
-        if text is not None and not _valid_text(text):
-            return _precise_click(data)
+    if b"\\u" in data:
+        for text in (rec.user_id, rec.item_id, rec.click_id, rec.request_id,
+                     rec.prediction_id):
+            if text is not None and not _valid_text(text):
+                return _precise_click(data)
     return rec
