@@ -13,6 +13,8 @@ letter instead of a crash.
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -134,7 +136,7 @@ def decode(raw: bytes | None) -> Frame:
                 raise FrameError(f"column {name!r} has bad offsets")
             blob = raw[end:end + int(offsets[-1])]
             cuts = offsets.tolist()
-            items = [blob[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+            items = [blob[a:b] for a, b in itertools.pairwise(cuts)]
             if kind == "str":
                 try:
                     columns[name] = [x.decode() for x in items]

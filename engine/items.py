@@ -83,7 +83,7 @@ class ItemPartition:
                 frame = frames.decode(raw)
                 origin = int(frame.meta["origin"])
                 for name in FORWARD_COLUMNS:
-                    frame.columns[name]  # noqa: B018 (raises KeyError if missing)
+                    frame.columns[name]
                 if not 0 <= origin < self.partitions:
                     raise ValueError(f"origin partition {origin} out of range")
             except (frames.FrameError, KeyError, ValueError, TypeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -28,12 +29,12 @@ def label_reports(partitions: Sequence[UserPartition]) -> list[Out]:
             delays.merge(part.labels.delays)
         if value is None:
             continue
-        record = {"partition": part.partition, "label_watermark_ms": value,
+        record: dict[str, Any] = {"partition": part.partition, "label_watermark_ms": value,
                   "watermark_ms": part.watermark_ms, "schema_version": SCHEMA_VERSION}
         out.append(Out("label_watermarks", str(part.partition).encode(), _encode(record)))
     owned = sorted(p.partition for p in partitions)
     for model_id, stats in sorted(delays.snapshot().items()):
-        record = {"model_id": model_id, "click_delay": stats, "schema_version": SCHEMA_VERSION,
-                  "partitions": owned}
-        out.append(Out("model_metrics", model_id.encode(), _encode(record)))
+        metrics: dict[str, Any] = {"model_id": model_id, "click_delay": stats,
+                                   "schema_version": SCHEMA_VERSION, "partitions": owned}
+        out.append(Out("model_metrics", model_id.encode(), _encode(metrics)))
     return out

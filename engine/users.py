@@ -29,8 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine import frames
-from engine.records import MAX_FRAME_BYTES, META_KEY, Delta, InputBatch, Out, Result, \
-    dead_letter
+from engine.records import MAX_FRAME_BYTES, META_KEY, Delta, InputBatch, Out, Result, dead_letter
 from events.contracts import ContractError
 from events.decode import ClickIn, PredictionIn, decode_click_in, decode_prediction_in
 from events.decode import encode as encode_json

@@ -64,7 +64,6 @@ from features.spec import (
     TimeSinceLast,
     TrendRatio,
 )
-
 from features.store import Store
 from features.table import FeatureTable
 

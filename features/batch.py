@@ -122,7 +122,8 @@ class EntityEvents:
         """
         if source == "any":
             return np.ones(len(self.ts), dtype=np.bool_)
-        return self.source == SOURCE_CODES[source]
+        out: Bools = self.source == SOURCE_CODES[source]
+        return out
 
 
 def group_events(rows: I64, ts: I64, source: I8, table_as_of: I64,

@@ -118,7 +118,7 @@ def load_catalog(reference: str) -> Catalog:
             f"catalog reference {reference!r} must look like package.module:attribute")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 (any import-time failure of user code)
+    except Exception as exc:
         raise ValueError(f"cannot import catalog module {module_name!r}: "
                          f"{type(exc).__name__}: {exc}") from exc
     try:
@@ -128,7 +128,7 @@ def load_catalog(reference: str) -> Catalog:
     if callable(found) and not isinstance(found, Catalog):
         try:
             found = found()
-        except Exception as exc:  # noqa: BLE001 (user code building its features)
+        except Exception as exc:
             raise ValueError(f"building the catalog {reference!r} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(found, Catalog):

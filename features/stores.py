@@ -455,7 +455,7 @@ class DistinctStore(Store):
         keys = ev.keys.tolist()
         starts = ev.starts.tolist()
         for g in range(ev.groups):
-            state: dict[int, int] = block[keys[g]]
+            state: dict[str, int] = block[keys[g]]
             for pos in range(starts[g], starts[g + 1]):
                 if src[pos]:
                     state = agg.update(state, codes[pos], ts_l[pos], as_of_l[pos])

@@ -226,14 +226,14 @@ class FeatureTable:
             raw = fixed.tobytes()
             for j, i in enumerate(sel.tolist()):
                 out[i] = raw[j * width:(j + 1) * width]
-        objects = [(store, block) for store, block in zip(self.features.stores, self.blocks,
-                                                          strict=True)
-                   if not isinstance(block, np.ndarray)]
+        objects = [(store, kept) for store, kept in zip(self.features.stores, self.blocks,
+                                                        strict=True)
+                   if isinstance(kept, list)]
         if objects:
             for i, row in enumerate(rows.tolist()):
                 tail = []
-                for store, block in objects:
-                    body = store.encode(block[row])
+                for store, kept in objects:
+                    body = store.encode(kept[row])
                     tail.append(len(body).to_bytes(4, "little") + body)
                 out[i] += b"".join(tail)
         return out
@@ -262,9 +262,9 @@ class FeatureTable:
             pos = end
             for i, store in objects:
                 size = int.from_bytes(raw[pos:pos + 4], "little")
-                block = self.blocks[i]
-                if isinstance(block, list):
-                    block[row] = store.decode(raw[pos + 4:pos + 4 + size])
+                target = self.blocks[i]
+                if isinstance(target, list):
+                    target[row] = store.decode(raw[pos + 4:pos + 4 + size])
                 pos += 4 + size
 
     def _load_fixed(self, rows: I64, values: Sequence[bytes], narrow: bool) -> int:

@@ -57,7 +57,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
     Returns topic name -> "created" or "exists".
     """
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(dict(settings.kafka_client_config()))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = topic_specs(settings)
     result: dict[str, str] = {}
@@ -91,7 +91,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
 def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
     """Delete topics by name (used by tests to clean up their own topics)."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(dict(settings.kafka_client_config()))
     for fut in admin.delete_topics(names, operation_timeout=timeout_s).values():
         try:
             fut.result()

@@ -21,7 +21,6 @@ import math
 from typing import Any
 
 
-
 class DelaySketch:
     """Mergeable quantile sketch of non-negative delays (relative error ``relative_error``).
 

@@ -36,16 +36,24 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from events.contracts import SCHEMA_VERSION, Click
 from labels.config import MODE_EARLY_NEGATIVE, MODE_OBSERVE_THEN_CORRECT, LabelConfig
 from labels.delays import DelayStats
-from labels.pending import CLOSE, FORGET, NONE, OBSERVE, DeadlineWheel, PendingTable, \
-    PredictionColumns
+from labels.pending import (
+    CLOSE,
+    FORGET,
+    NONE,
+    OBSERVE,
+    DeadlineWheel,
+    PendingTable,
+    PredictionColumns,
+)
 from labels.records import (
     HELD_KEY,
     META_KEY,
@@ -313,14 +321,11 @@ class LabelEngine:
     def _drop_held(self, seq: int, click: Click) -> None:
         del self._held[seq]
         self._held_dirty.add(seq)
-        for index, key in ((self._held_by_pid, click.prediction_id),
-                           (self._held_by_request,
-                            (click.user_id, click.request_id, click.item_id))):
-            waiting = index.get(key)  # type: ignore[call-overload]
-            if waiting is not None:
-                waiting.discard(seq)
-                if not waiting:
-                    del index[key]  # type: ignore[attr-defined]
+        if click.prediction_id is not None:
+            _discard(self._held_by_pid, click.prediction_id, seq)
+        elif click.request_id is not None:
+            _discard(self._held_by_request, (click.user_id, click.request_id, click.item_id),
+                     seq)
 
     def _resolve(self, click: Click, final: bool) -> tuple[int | None, str | None]:
         """The click's prediction row, or (None, reason), or (None, None): wait."""
@@ -464,7 +469,7 @@ class LabelEngine:
                                              label_ts.tolist(), delays, served, strict=True):
             pid = table.pid[row]
             ts = int(table.ts[row])
-            flag = False if not srv else _UNSET
+            flag: bool | msgspec.UnsetType = False if not srv else _UNSET
             self._out("label", pid, encode(LabelRecord(
                 pid, table.request_id[row], table.user_id[row], table.item_id[row],
                 table.model_id[row], float(table.score[row]), label, kind, version, final,
@@ -568,8 +573,7 @@ class LabelEngine:
                 int(table.ts[row]), bool(table.served[row]), _raw(b"{" + table.fields_json[row]
                                                                    + b"}"),
                 _raw_or_none(table.user_snapshot[row]), _raw_or_none(table.item_snapshot[row]),
-                _raw_or_none(None if table.waiting[row] is None
-                             else b"{" + table.waiting[row] + b"}"),  # type: ignore[operator]
+                _raw_or_none(_braced(table.waiting[row])),
                 bool(table.final[row]), int(table.label[row]), int(table.version[row]),
                 bool(table.observed[row]), None if click_ts == NONE else click_ts,
                 int(table.extra[row]), int(table.late[row]))
@@ -625,29 +629,29 @@ class LabelEngine:
         self._schedule(rows)
 
 
-class _Unset:
-    pass
+def _braced(inner: bytes | None) -> bytes | None:
+    return None if inner is None else b"{" + inner + b"}"
 
 
-def _raw(data: bytes) -> object:
-    import msgspec
+def _discard(index: dict[Any, set[int]], key: Any, seq: int) -> None:
+    waiting = index.get(key)
+    if waiting is not None:
+        waiting.discard(seq)
+        if not waiting:
+            del index[key]
 
+
+def _raw(data: bytes) -> msgspec.Raw:
     return msgspec.Raw(data)
 
 
-def _raw_or_none(data: bytes | None) -> object:
+def _raw_or_none(data: bytes | None) -> msgspec.Raw:
     return _raw(b"null" if data is None else data)
 
 
-def _bytes_or_none(raw: object) -> bytes | None:
-    data = bytes(raw)  # type: ignore[call-overload]
+def _bytes_or_none(raw: msgspec.Raw) -> bytes | None:
+    data = bytes(raw)
     return None if data == b"null" else data
 
 
-def _unset() -> object:
-    import msgspec
-
-    return msgspec.UNSET
-
-
-_UNSET = _unset()
+_UNSET = msgspec.UNSET

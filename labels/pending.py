@@ -219,13 +219,16 @@ class PendingTable:
             pid = self.pid[row]
             out.append(pid)
             del self.by_pid[pid]
-            for index, key in ((self.by_request, (self.user_id[row], self.request_id[row],
-                                                  self.item_id[row])),
-                               (self.by_item, (self.user_id[row], self.item_id[row]))):
-                bucket = index[key]  # type: ignore[index]
-                bucket.remove(row)
-                if not bucket:
-                    del index[key]  # type: ignore[attr-defined]
+            request = (self.user_id[row], self.request_id[row], self.item_id[row])
+            bucket = self.by_request[request]
+            bucket.remove(row)
+            if not bucket:
+                del self.by_request[request]
+            item = (self.user_id[row], self.item_id[row])
+            bucket = self.by_item[item]
+            bucket.remove(row)
+            if not bucket:
+                del self.by_item[item]
             self.fields_json[row] = b""
             self.user_snapshot[row] = self.item_snapshot[row] = self.waiting[row] = None
             self.live[row] = False

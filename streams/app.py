@@ -72,7 +72,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     worker = Worker(settings, catalog)
     app.freshet_worker = worker  # type: ignore[attr-defined]
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def run_engine() -> None:
         loop = asyncio.get_running_loop()
 
@@ -82,9 +82,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
         worker.start(on_crash=crashed)
 
-    @app.on_before_shutdown.connect
     def stop_engine(sender: Any, **kwargs: Any) -> None:
         worker.stop()
+
+    app.on_before_shutdown.connect(stop_engine)  # type: ignore[arg-type]
 
     register_views(app, worker)
     return app

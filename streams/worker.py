@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from engine import InputBatch, ItemPartition, Result, UserPartition, label_reports
@@ -49,7 +49,7 @@ def partitioner(partitions: int) -> Callable[[str], int]:
     """The Java client's default partition of a string key (murmur2, as Kafka Streams)."""
 
     def partition_of(key: str) -> int:
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
     return partition_of
 
@@ -133,7 +133,7 @@ class Worker:
         def main() -> None:
             try:
                 self.run()
-            except BaseException as exc:  # noqa: BLE001 (reported, then the process stops)
+            except BaseException as exc:
                 self.error = exc
                 log.critical("the worker loop stopped: %r", exc, exc_info=True)
                 if on_crash is not None:
@@ -291,7 +291,7 @@ class Worker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consuming: %s", err)
                 continue
-            topic, p, offset = msg.topic(), msg.partition(), msg.offset()
+            topic, p, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
             kind = kinds[topic]
             owned = p in (self.items if kind == "items_repartition" else self.users)
             if not owned:

@@ -22,8 +22,8 @@ from events.contracts import Click, Prediction
 from events.timing import DAY_MS, HOUR_MS, MINUTE_MS, tile_start
 from features.catalog import default_catalog
 from features.featureset import FeatureSet
-from features.table import FeatureTable
 from features.spec import SessionDuration, SessionEvents
+from features.table import FeatureTable
 from tests.features.drive import run
 
 T0 = 1_700_000_000_000

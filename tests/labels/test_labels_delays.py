@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labels.delays import DelaySketch, DelayStats
 from events.contracts import Click, Prediction
 from labels.config import LabelConfig
+from labels.delays import DelaySketch, DelayStats
 from tests.labels.drive import Labels
 
 PROPS = settings(derandomize=True, max_examples=200, deadline=None)
