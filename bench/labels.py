@@ -179,44 +179,35 @@ def report(settings: Settings, clicks_at: dict[str, int], preds: dict[str, int],
 
 
 def pending_state_bytes(settings: Settings, args: argparse.Namespace) -> str:
-    """Mean label-state bytes per open prediction, from the labels changelog."""
+    """Bytes per open prediction in the labels changelog (its latest record, still open)."""
     from confluent_kafka import TopicPartition
 
     from labels import LabelConfig
-    from streams.labelstage import PAYLOAD_PREFIX, label_state_name
+    from labels.records import PREDICTION_KEY, decode_prediction
+    from streams.kafka import label_state_name
 
     cfg = LabelConfig(window_ms=WINDOW_MS, skew_ms=args.skew_ms, observe_ms=2000,
                       eager_clicks=args.eager)
     topic = f"{settings.app_id}-{label_state_name(cfg)}-changelog"
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
                          "group.id": settings.app_id + "-bench-state",
-                         "enable.auto.commit": False})
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    sizes: list[tuple[int, int]] = []
-    payloads: list[int] = []
+    latest: dict[bytes, bytes | None] = {}
     empty = 0
     while empty < 4:
         msgs = consumer.consume(1000, timeout=0.5)
         empty = 0 if msgs else empty + 1
         for msg in msgs:
-            if msg.error() or msg.value() is None:
-                continue
-            if msg.key().startswith(PAYLOAD_PREFIX.encode()):
-                payloads.append(len(msg.value()))
-                continue
-            state = orjson.loads(msg.value())
-            open_n = sum(1 for p in state["m"]["predictions"].values() if not p["final"])
-            if open_n:
-                sizes.append((len(msg.value()), open_n))
+            if msg.error() is None and msg.key().startswith(PREDICTION_KEY):
+                latest[msg.key()] = msg.value()
     consumer.close()
+    sizes = [len(v) for v in latest.values() if v is not None and not decode_prediction(v).final]
     if not sizes:
-        return "no label state with open predictions was read"
-    per = [b / n for b, n in sizes]
-    payload = sum(payloads) / len(payloads) if payloads else 0.0
-    return (f"{sum(per) / len(per) + payload:.0f} B per open prediction: user label state "
-            f"{sum(per) / len(per):.0f} B per open prediction (mean over {len(per)} "
-            f"changelog writes) + its payload (logged and point-in-time features, "
-            f"written once) {payload:.0f} B")
+        return "no open prediction was in the labels changelog"
+    return (f"{sum(sizes) / len(sizes):.0f} B per open prediction (its changelog record: core "
+            f"fields, logged features, the user snapshot, the item snapshot once back; "
+            f"{len(sizes)} open)")
 
 
 if __name__ == "__main__":

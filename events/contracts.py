@@ -59,6 +59,8 @@ class Prediction:
     position: int | None = None
     propensity: float | None = None
     features: dict[str, Any] | None = None
+    #: False for a shadow model's score of the same request and item (None: served)
+    served: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict, optional fields omitted when unset.
@@ -81,6 +83,8 @@ class Prediction:
             out["propensity"] = self.propensity
         if self.features is not None:
             out["features"] = self.features
+        if self.served is not None:
+            out["served"] = self.served
         return out
 
 
@@ -115,7 +119,9 @@ class Click:
         return out
 
 
-def _load(raw: bytes) -> dict[str, Any]:
+def _load(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise ContractError("null value (a Kafka tombstone): expected a JSON object")
     if len(raw) > MAX_RECORD_BYTES:
         raise ContractError(f"record is {len(raw)} bytes, more than {MAX_RECORD_BYTES}")
     try:
@@ -191,14 +197,16 @@ def parse_prediction(obj: dict[str, Any]) -> Prediction:
         isinstance(position, bool) or not isinstance(position, int) or position < 0
     ):
         raise ContractError("field 'position' must be a non-negative integer")
+    propensity = _optional_number(obj, "propensity", 0.0, 1.0)
     features = obj.get("features")
     if features is not None and not isinstance(features, dict):
         raise ContractError("field 'features' must be an object")
+    served = obj.get("served")
+    if served is not None and not isinstance(served, bool):
+        raise ContractError(f"field 'served' must be a boolean, got {type(served).__name__}")
     return Prediction(
         prediction_id, request_id, user_id, item_id, model_id, score, ts,
-        position=position,
-        propensity=_optional_number(obj, "propensity", 0.0, 1.0),
-        features=features,
+        position=position, propensity=propensity, features=features, served=served,
     )
 
 
@@ -218,7 +226,7 @@ def parse_click(obj: dict[str, Any]) -> Click:
     )
 
 
-def decode_prediction(raw: bytes) -> Prediction:
+def decode_prediction(raw: bytes | None) -> Prediction:
     """Decode and validate raw ``predictions`` bytes, or raise :class:`ContractError`.
 
     >>> decode_prediction(b'{"prediction_id":"p","request_id":"r","user_id":"u",'
@@ -232,7 +240,7 @@ def decode_prediction(raw: bytes) -> Prediction:
     return parse_prediction(_load(raw))
 
 
-def decode_click(raw: bytes) -> Click:
+def decode_click(raw: bytes | None) -> Click:
     """Decode and validate raw ``clicks`` bytes, or raise :class:`ContractError`.
 
     >>> decode_click(b'{"user_id":"u","item_id":"i","ts":1700000000000}').ts

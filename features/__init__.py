@@ -1,7 +1,10 @@
-"""Pure feature engine: declared features over tiled, event-time state.
+"""Pure feature engine: declared features over tiled, event-time state, in columns.
 
-No Kafka, Faust or clock here: time always comes in as integer milliseconds, and
-the state of each entity key is plain JSON (stored with orjson by the caller).
+No Kafka, Faust or clock here: time always comes in as integer milliseconds. A
+feature is a :class:`FeatureSpec` whose :class:`~features.aggregation.Aggregation`
+reads per-key :class:`~features.store.Store` s; a :class:`FeatureSet` plans one
+entity's features over shared stores, and a :class:`~features.table.FeatureTable`
+holds one partition's state in numpy columns and applies whole micro-batches at once.
 
 Semantics
 ---------
@@ -42,9 +45,13 @@ Semantics
 - ``FeatureSet.state_name`` hashes the entity and every spec's full definition
   (state_key, source, tile, aggregation parameters), so a changed definition never
   resumes stale state.
+- Batches: applying events in one batch or in many gives the same values; a
+  point-in-time read at an event includes exactly the key's events up to it in
+  arrival order.
 """
 
-from features.catalog import Catalog, default_catalog, first_feature_catalog
+from features.aggregation import Aggregation, Values
+from features.catalog import Catalog, default_catalog, first_feature_catalog, load_catalog
 from features.featureset import FeatureSet
 from features.spec import (
     Count,
@@ -57,19 +64,26 @@ from features.spec import (
     TimeSinceLast,
     TrendRatio,
 )
+from features.store import Store
+from features.table import FeatureTable
 
 __all__ = [
+    "Aggregation",
     "Catalog",
     "Count",
     "DecayedCount",
     "DistinctCount",
     "FeatureSet",
     "FeatureSpec",
+    "FeatureTable",
     "SessionDuration",
     "SessionEvents",
     "SmoothedCtr",
+    "Store",
     "TimeSinceLast",
     "TrendRatio",
+    "Values",
     "default_catalog",
     "first_feature_catalog",
+    "load_catalog",
 ]

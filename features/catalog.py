@@ -94,3 +94,44 @@ def first_feature_catalog() -> Catalog:
     """
     clicks_5m = _spec("user", "clicks_5m", "clicks", "5m", Count())
     return Catalog(user=FeatureSet("user", [clicks_5m]), item=FeatureSet("item", []))
+
+
+def load_catalog(reference: str) -> Catalog:
+    """The catalog named ``package.module:attribute`` (a Catalog or a function returning one).
+
+    This is how users bring their own features (``FRESHET_CATALOG``): the module
+    lives in their own code, importable on the worker's ``PYTHONPATH``. Every
+    problem raises a ``ValueError`` that says what to fix.
+
+    >>> load_catalog("features.catalog:first_feature_catalog").user.names
+    ('clicks_5m',)
+    >>> load_catalog("features.catalog")
+    Traceback (most recent call last):
+    ...
+    ValueError: catalog reference 'features.catalog' must look like package.module:attribute
+    """
+    import importlib
+
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(
+            f"catalog reference {reference!r} must look like package.module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ValueError(f"cannot import catalog module {module_name!r}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    try:
+        found = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(found) and not isinstance(found, Catalog):
+        try:
+            found = found()
+        except Exception as exc:
+            raise ValueError(f"building the catalog {reference!r} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(found, Catalog):
+        raise ValueError(f"{reference!r} is a {type(found).__name__}, not a "
+                         "features.catalog.Catalog (or a function returning one)")
+    return found

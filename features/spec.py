@@ -1,216 +1,47 @@
 """Feature definitions: a :class:`FeatureSpec` names one feature and how it is computed.
 
 A spec is declared once and executed by both the stream workers and the replay
-runner. The aggregation objects here are plain, validated data; the engine that
-runs them lives in :mod:`features.featureset`.
+runner. Its aggregation (:mod:`features.aggregation`) says which per-key state it
+needs and how its value is read; the engine that runs them lives in
+:mod:`features.engine`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
-from events.timing import DAY_MS, HOUR_MS, MINUTE_MS
+from features.aggregation import (
+    ALL_SOURCES,
+    ANY_SOURCE,
+    SESSION_GAP_MS,
+    SOURCES,
+    Aggregation,
+    Count,
+    DecayedCount,
+    DistinctCount,
+    SessionDuration,
+    SessionEvents,
+    SmoothedCtr,
+    TimeSinceLast,
+    TrendRatio,
+    _positive_int,
+)
+
+__all__ = [
+    "ALL_SOURCES", "ANY_SOURCE", "ENTITIES", "MAX_TILES", "MIN_TILES", "SESSION_GAP_MS",
+    "SOURCES", "Aggregation", "Count", "DecayedCount", "DistinctCount", "FeatureSpec",
+    "SessionDuration", "SessionEvents", "SmoothedCtr", "TimeSinceLast", "TrendRatio",
+]
 
 #: Entities a feature can be keyed by.
 ENTITIES: Final = ("user", "item")
-#: The two input topics a feature can read.
-SOURCES: Final = ("clicks", "predictions")
-#: Pseudo-source: events of both input topics.
-ANY_SOURCE: Final = "any"
-ALL_SOURCES: Final = (*SOURCES, ANY_SOURCE)
 #: A window holds at least this many tiles (Chronon's sawtooth: tile <= window / 12).
 MIN_TILES: Final = 12
 #: A window holds at most this many tiles, so state per key stays small.
 MAX_TILES: Final = 1440
-#: Default session gap: a session ends after 30 minutes without events.
-SESSION_GAP_MS: Final = 30 * MINUTE_MS
-
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def _positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Count:
-    """Number of events in the sliding window.
-
-    >>> Count()
-    Count()
-    """
-
-    windowed: ClassVar[bool] = True
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-
-@dataclass(frozen=True, slots=True)
-class SmoothedCtr:
-    """Smoothed click-through rate ``(clicks + a) / (impressions + a + b)`` over the window.
-
-    >>> SmoothedCtr(1, 19)
-    SmoothedCtr(prior_clicks=1.0, prior_non_clicks=19.0)
-    >>> SmoothedCtr(0, 0)
-    Traceback (most recent call last):
-    ...
-    ValueError: SmoothedCtr priors must sum to more than 0, got 0.0 + 0.0
-    """
-
-    prior_clicks: float = 1.0
-    prior_non_clicks: float = 19.0
-
-    windowed: ClassVar[bool] = True
-    sources: ClassVar[tuple[str, ...]] = (ANY_SOURCE,)
-
-    def __post_init__(self) -> None:
-        for name in ("prior_clicks", "prior_non_clicks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"SmoothedCtr.{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"SmoothedCtr.{name} must be finite and >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.prior_clicks + self.prior_non_clicks <= 0:
-            raise ValueError(
-                "SmoothedCtr priors must sum to more than 0, "
-                f"got {self.prior_clicks} + {self.prior_non_clicks}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class TimeSinceLast:
-    """Milliseconds from the last event to ``as_of_ts``; None if there was none.
-
-    >>> TimeSinceLast()
-    TimeSinceLast()
-    """
-
-    windowed: ClassVar[bool] = False
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-
-@dataclass(frozen=True, slots=True)
-class DistinctCount:
-    """Exact number of distinct ``field`` values (item or user ids) in the window.
-
-    >>> DistinctCount("item_id").field
-    'item_id'
-    """
-
-    field: str = "item_id"
-
-    windowed: ClassVar[bool] = True
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-    def __post_init__(self) -> None:
-        if self.field not in ("item_id", "user_id"):
-            raise ValueError(
-                f"DistinctCount.field must be 'item_id' or 'user_id', got {self.field!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class _SessionAggregation:
-    """Shared parameters of the session aggregations."""
-
-    gap_ms: int = SESSION_GAP_MS
-    horizon_ms: int = HOUR_MS
-
-    windowed: ClassVar[bool] = False
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-    def __post_init__(self) -> None:
-        kind = type(self).__name__
-        _positive_int(kind, "gap_ms", self.gap_ms)
-        _positive_int(kind, "horizon_ms", self.horizon_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEvents(_SessionAggregation):
-    """Number of events in the session that contains ``as_of_ts``.
-
-    A session ends after ``gap_ms`` without events. Events more than ``horizon_ms``
-    behind ``as_of_ts`` when they arrive are ignored (keep it >= the allowed lateness).
-
-    >>> SessionEvents()
-    SessionEvents(gap_ms=1800000, horizon_ms=3600000)
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class SessionDuration(_SessionAggregation):
-    """Last minus first event time of the session that contains ``as_of_ts``.
-
-    >>> SessionDuration(gap_ms=60_000).gap_ms
-    60000
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class DecayedCount:
-    """Sum over events of ``2 ** (-(as_of_ts - ts) / half_life_ms)``.
-
-    >>> DecayedCount(600_000)
-    DecayedCount(half_life_ms=600000)
-    >>> DecayedCount(0)
-    Traceback (most recent call last):
-    ...
-    ValueError: DecayedCount.half_life_ms must be a positive integer, got 0
-    """
-
-    half_life_ms: int
-
-    windowed: ClassVar[bool] = False
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-    def __post_init__(self) -> None:
-        _positive_int("DecayedCount", "half_life_ms", self.half_life_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class TrendRatio:
-    """Short over long decayed event rate (rate = decayed count * ln 2 / half-life).
-
-    >>> TrendRatio()
-    TrendRatio(short_half_life_ms=900000, long_half_life_ms=86400000)
-    """
-
-    short_half_life_ms: int = 15 * MINUTE_MS
-    long_half_life_ms: int = DAY_MS
-
-    windowed: ClassVar[bool] = False
-    sources: ClassVar[tuple[str, ...]] = ALL_SOURCES
-
-    def __post_init__(self) -> None:
-        _positive_int("TrendRatio", "short_half_life_ms", self.short_half_life_ms)
-        _positive_int("TrendRatio", "long_half_life_ms", self.long_half_life_ms)
-        if self.short_half_life_ms >= self.long_half_life_ms:
-            raise ValueError(
-                "TrendRatio.short_half_life_ms must be less than long_half_life_ms, got "
-                f"{self.short_half_life_ms} >= {self.long_half_life_ms}"
-            )
-
-
-#: Any aggregation a :class:`FeatureSpec` may use.
-Aggregation = (
-    Count
-    | SmoothedCtr
-    | TimeSinceLast
-    | DistinctCount
-    | SessionEvents
-    | SessionDuration
-    | DecayedCount
-    | TrendRatio
-)
-_AGGREGATIONS: Final = (
-    Count, SmoothedCtr, TimeSinceLast, DistinctCount,
-    SessionEvents, SessionDuration, DecayedCount, TrendRatio,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +77,9 @@ class FeatureSpec:
         _positive_int(where, "version", self.version)
         if self.entity not in ENTITIES:
             raise ValueError(f"{where}: entity must be one of {ENTITIES}, got {self.entity!r}")
-        if not isinstance(self.aggregation, _AGGREGATIONS):
-            raise ValueError(f"{where}: unknown aggregation {self.aggregation!r}")
+        if not isinstance(self.aggregation, Aggregation):
+            raise ValueError(f"{where}: unknown aggregation {self.aggregation!r} "
+                             "(aggregations subclass features.aggregation.Aggregation)")
         agg = self.aggregation
         if self.source not in agg.sources:
             raise ValueError(

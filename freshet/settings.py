@@ -34,7 +34,6 @@ COMPACTED_TOPICS = frozenset({"features_user", "features_item"})
 
 LABEL_MODES = ("wait", "early_negative", "observe_then_correct")
 STORES = ("rocksdb", "memory")
-GUARANTEES = ("at_least_once", "exactly_once")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -61,18 +60,22 @@ class Settings:
     label_mode: str = "wait"
     label_observe_ms: int = 60_000
     label_eager_clicks: bool = False
+    labels_enabled: bool = True
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
+    catalog: str = ""
     store: str = "rocksdb"
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
-    processing_guarantee: str = "at_least_once"
-    commit_interval_ms: int = 1_000
-    linger_ms: int = 1
+    commit_interval_ms: int = 100
+    batch_max_events: int = 20_000
+    linger_ms: int = 5
     session_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 10_000
+    worker_id: str = ""
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
@@ -109,23 +112,28 @@ class Settings:
         need(self.replication_factor >= 1, "REPLICATION_FACTOR", "must be at least 1")
         need(self.allowed_lateness_ms >= 0, "ALLOWED_LATENESS_MS", "must be >= 0")
         need(self.idle_advance_ms > 0, "IDLE_ADVANCE_MS", "must be > 0")
-        need(self.label_window_ms > 0, "LABEL_WINDOW_MS", "must be > 0")
-        need(self.label_skew_ms >= 0, "LABEL_SKEW_MS", "must be >= 0")
         need(self.label_mode in LABEL_MODES, "LABEL_MODE", f"must be one of {LABEL_MODES}")
-        need(0 < self.label_observe_ms < self.label_window_ms, "LABEL_OBSERVE_MS",
-             "must be > 0 and shorter than FRESHET_LABEL_WINDOW_MS")
+        if self.label_mode in LABEL_MODES:
+            out.extend(self._label_problems())
         need(self.ctr_prior_clicks >= 0, "CTR_PRIOR_CLICKS", "must be >= 0")
         need(self.ctr_prior_non_clicks >= 0, "CTR_PRIOR_NON_CLICKS", "must be >= 0")
         need(self.ctr_prior_clicks + self.ctr_prior_non_clicks > 0, "CTR_PRIOR_NON_CLICKS",
              "the two CTR priors must not both be 0")
         need(self.store in STORES, "STORE", f"must be one of {STORES}")
         need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
-        need(self.processing_guarantee in GUARANTEES, "PROCESSING_GUARANTEE",
-             f"must be one of {GUARANTEES}")
-        need(self.commit_interval_ms > 0, "COMMIT_INTERVAL_MS", "must be > 0")
+        need(1 <= self.commit_interval_ms <= 60_000, "COMMIT_INTERVAL_MS",
+             "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
+        need(1 <= self.batch_max_events <= 1_000_000, "BATCH_MAX_EVENTS",
+             "must be 1..1000000 (records per batch, and so per transaction)")
         need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")
         need(6_000 <= self.session_timeout_ms <= 300_000, "SESSION_TIMEOUT_MS",
              "must be between 6000 and 300000 (the broker's group session limits)")
+        need(1_000 <= self.transaction_timeout_ms <= 900_000, "TRANSACTION_TIMEOUT_MS",
+             "must be 1000..900000 (the broker's transaction.max.timeout.ms is 900000)")
+        need(re.fullmatch(r"[A-Za-z0-9._-]{0,100}", self.worker_id) is not None, "WORKER_ID",
+             f"{self.worker_id!r} must be up to 100 of letters, digits, '.', '_' or '-'")
+        if self.catalog:
+            out.extend(self._catalog_problems())
         need(self.security_protocol in SECURITY_PROTOCOLS, "KAFKA_SECURITY_PROTOCOL",
              f"must be one of {SECURITY_PROTOCOLS}")
         if self.security_protocol.startswith("SASL"):
@@ -139,6 +147,55 @@ class Settings:
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL",
              "must be DEBUG, INFO, WARNING or ERROR")
         return out
+
+    def label_config(self) -> Any:
+        """The label engine's configuration (a ``labels.LabelConfig``) from these settings."""
+        from labels.config import LabelConfig
+
+        return LabelConfig(window_ms=self.label_window_ms, skew_ms=self.label_skew_ms,
+                           mode=self.label_mode, observe_ms=self.label_observe_ms,
+                           eager_clicks=self.label_eager_clicks)
+
+    def _label_problems(self) -> list[str]:
+        # one place decides what label settings are valid: the label engine's own config
+        names = {"window_ms": "LABEL_WINDOW_MS", "skew_ms": "LABEL_SKEW_MS",
+                 "observe_ms": "LABEL_OBSERVE_MS", "mode": "LABEL_MODE"}
+        try:
+            self.label_config()
+        except ValueError as exc:
+            message = str(exc)
+            field_name = next((n for n in names if message.startswith(n)), "window_ms")
+            return [f"FRESHET_{names[field_name]}: {message}"]
+        return []
+
+    def load_catalog(self) -> Any:
+        """The feature catalog (a ``features.catalog.Catalog``) the workers and replay run."""
+        from features.catalog import default_catalog, load_catalog
+
+        if self.catalog:
+            return load_catalog(self.catalog)
+        return default_catalog(self.ctr_prior_clicks, self.ctr_prior_non_clicks)
+
+    def _catalog_problems(self) -> list[str]:
+        try:
+            self.load_catalog()
+        except ValueError as exc:
+            return [f"FRESHET_CATALOG: {exc}"]
+        return []
+
+    def transactional_id(self) -> str:
+        """This worker's transactional id: stable across its restarts, unique per worker.
+
+        A restarted worker with the same id fences its dead predecessor at once (its
+        open transaction is aborted), so consumers never wait for it to time out.
+        """
+        import hashlib
+        import socket
+
+        worker = self.worker_id or hashlib.sha1(
+            f"{socket.gethostname()}:{self.data_dir.resolve()}".encode(),
+            usedforsecurity=False).hexdigest()[:12]
+        return f"{self.app_id}-{worker}"
 
     def topic(self, logical: str) -> str:
         """The broker topic name for a logical topic (prefix applied)."""

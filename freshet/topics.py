@@ -26,8 +26,15 @@ def internal_topic(settings: Settings, suffix: str) -> str:
     return f"{settings.app_id}-{suffix}"
 
 
+def state_topics(settings: Settings) -> list[str]:
+    """The changelog topics of the worker's state (named after its definitions)."""
+    from streams.kafka import changelog_topics
+
+    return sorted(changelog_topics(settings, settings.load_catalog()).values())
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """One ``NewTopic`` per logical and internal topic, with the configured partitions."""
+    """One ``NewTopic`` per logical, internal and state topic, with the configured partitions."""
     specs = []
     for logical in DEFAULT_TOPICS:
         config = {"cleanup.policy": "compact"} if logical in COMPACTED_TOPICS else {}
@@ -36,6 +43,12 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     for suffix in INTERNAL_TOPICS:
         specs.append(NewTopic(internal_topic(settings, suffix), num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor))
+    for name in state_topics(settings):
+        # compacted: the latest value per key is the state; tombstones go after a day
+        specs.append(NewTopic(name, num_partitions=settings.partitions,
+                              replication_factor=settings.replication_factor,
+                              config={"cleanup.policy": "compact",
+                                      "delete.retention.ms": "86400000"}))
     return specs
 
 
@@ -44,7 +57,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
     Returns topic name -> "created" or "exists".
     """
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(dict(settings.kafka_client_config()))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = topic_specs(settings)
     result: dict[str, str] = {}
@@ -65,7 +78,8 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
             result[spec.topic] = "exists"
             have = len(existing[spec.topic].partitions)
             co_partitioned = (settings.topic("clicks"), settings.topic("predictions"),
-                              *(internal_topic(settings, x) for x in INTERNAL_TOPICS))
+                              *(internal_topic(settings, x) for x in INTERNAL_TOPICS),
+                              *state_topics(settings))
             if spec.topic in co_partitioned and have != settings.partitions:
                 raise TopicError(
                     f"topic {spec.topic!r} has {have} partitions but FRESHET_PARTITIONS is "
@@ -77,7 +91,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
 def delete_topics(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
     """Delete topics by name (used by tests to clean up their own topics)."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(dict(settings.kafka_client_config()))
     for fut in admin.delete_topics(names, operation_timeout=timeout_s).values():
         try:
             fut.result()

@@ -1,6 +1,6 @@
 """Configuration of the natural-label state machine (one frozen, validated spec).
 
-See :mod:`labels.machine` for what each mode emits and which training rule it serves.
+See :mod:`labels.engine` for what each mode emits (README: which training rule it serves).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LabelConfig:
     default training examples go with final labels only. ``eager_clicks``: a click
     naming an open, unclicked prediction by ``prediction_id`` inside its window makes it
     positive as soon as it is seen, instead of once the watermark has passed it (modes
-    ``wait`` and ``early_negative``; see :mod:`labels.machine`, "Eager clicks").
+    ``wait`` and ``early_negative``; see the README, labels).
 
     >>> LabelConfig().window_ms
     1800000

@@ -20,11 +20,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from labels.outputs import Output
-
-#: Label kinds that carry the delay of a prediction's first in-window click.
-POSITIVE_KINDS = frozenset({"positive", "late_positive", "observed_positive"})
-
 
 class DelaySketch:
     """Mergeable quantile sketch of non-negative delays (relative error ``relative_error``).
@@ -174,20 +169,6 @@ class DelayStats:
         counts[0] += 1
         if within_window:
             counts[1] += 1
-
-    def observe_output(self, out: Output) -> None:
-        """Record the delay a machine output carries: final positive labels, late clicks.
-
-        >>> rec = {"model_id": "m", "kind": "positive", "final": True, "delay_ms": 40}
-        >>> st = DelayStats(); st.observe_output(Output("label", "p", rec))
-        >>> st.snapshot()["m"]["positives"]
-        1
-        """
-        rec = out.record
-        if out.kind == "label" and rec["kind"] in POSITIVE_KINDS and rec["final"]:
-            self.observe(rec["model_id"], rec["delay_ms"], within_window=True)
-        elif out.kind == "late_click":
-            self.observe(rec["model_id"], rec["delay_ms"], within_window=False)
 
     def merge(self, other: DelayStats) -> None:
         """Add another worker's statistics.

@@ -1,39 +1,43 @@
-"""``freshet replay``: the stream's processors over JSONL files, no Kafka involved.
+"""``freshet replay``: the engine over JSONL files, no Kafka involved.
 
 The two files are merged in event-time order (ties: predictions before clicks, then
-file order), cut into batches and run through exactly the processors the workers
-use — user features, labels, the item repartition and the item snapshots that come
-back — with in-memory state. At the end of the input the watermark moves to
-+infinity, so every label is final. Records go to ``DIR/<topic>.jsonl``, one JSON
-object per line, in the order the stream would publish them.
+file order; lines without a valid ``ts`` first, they are dead-lettered anyway), cut
+into large batches and run through exactly what the workers run -- a user partition
+(:class:`engine.users.UserPartition`), the item repartition and the item snapshots
+coming back (:class:`engine.items.ItemPartition`) -- with in-memory state. At the end
+of the input the watermark moves to +infinity, so every label is final. Records go
+to ``DIR/<topic>.jsonl``, one JSON object per line, in the order the stream would
+publish them.
 
 Replay runs as one partition; its ``source`` provenance fields therefore count lines
-of the merged input, not Kafka offsets.
+of each file in merged order, not Kafka offsets.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
+import numpy as np
 import orjson
 
+from engine import InputBatch, ItemPartition, Out, Result, UserPartition, label_reports
+from engine.users import Counters
 from events.timing import END_OF_TIME_MS
-from features.catalog import Catalog, default_catalog
+from features.catalog import Catalog
 from freshet.settings import DEFAULT_TOPICS, Settings
-from labels import LabelConfig
-from streams.labelstage import LabelStage, label_report_records
-from streams.processor import ItemProcessor, UserProcessor
-from streams.records import BatchResult, Counters, InputRecord, Output
 
 log = logging.getLogger(__name__)
 
-BATCH = 2_000
+#: Events per batch: large batches amortise every per-batch cost.
+BATCH = 50_000
+INTERNAL = ("items_repartition", "item_snapshots")
 
 
 @dataclass
@@ -45,150 +49,137 @@ class ReplaySummary:
     seconds: float
 
 
-def _lines(path: Path, source: str) -> Iterator[tuple[int, int, int, str, bytes]]:
-    """(event ts or -1, source rank, line no, source, raw) for each non-empty line."""
-    rank = 0 if source == "predictions" else 1
+class _Ts(msgspec.Struct):
+    ts: int
+
+
+_decode_ts = msgspec.json.Decoder(_Ts).decode
+
+
+def _lines(path: Path) -> list[bytes]:
     with open(path, "rb") as f:
-        for n, line in enumerate(f):
-            raw = line.rstrip(b"\r\n")
-            if not raw:
-                continue
-            yield _ts_or_minus_one(raw), rank, n, source, raw
+        return [raw for raw in (line.rstrip(b"\r\n") for line in f) if raw]
 
 
-def _ts_or_minus_one(raw: bytes) -> int:
-    """The record's ``ts`` when it has a plausible one; -1 sorts the rest first.
+def _times(lines: Sequence[bytes]) -> np.ndarray:
+    """Each line's ``ts`` for ordering only (-1 when it has none); validation is later."""
+    out = np.full(len(lines), -1, dtype=np.int64)
+    for i, raw in enumerate(lines):
+        try:
+            ts = _decode_ts(raw).ts
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if 0 <= ts < 2**62:
+            out[i] = ts
+    return out
 
-    Only for ordering: the processors validate every record (and dead-letter the
-    malformed ones) exactly as the workers do.
+
+def merged_order(pred_ts: np.ndarray, click_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source code, index in its file) of every line in merged event-time order.
+
+    >>> merged_order(np.array([5, 1]), np.array([5, -1]))
+    (array([0, 1, 1, 0], dtype=int8), array([0, 1, 0, 0]))
     """
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return -1
-    ts = obj.get("ts") if isinstance(obj, dict) else None
-    return ts if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0 else -1
-
-
-def merged(predictions: Path, clicks: Path) -> list[tuple[int, int, int, str, bytes]]:
-    """Both files in event-time order (malformed lines first)."""
-    return list(heapq.merge(sorted(_lines(predictions, "predictions")),
-                            sorted(_lines(clicks, "clicks"))))
-
-
-class _Store:
-    """A plain dict of decoded states standing in for a table."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, dict[str, Any]] = {}
-
-    def get(self, partition: int, key: str) -> bytes | None:
-        state = self.data.get(key)  # only on a state-cache miss
-        return None if state is None else orjson.dumps(state)
-
-    def keys_for_partition(self, partition: int) -> list[str]:
-        return list(self.data)
+    ts = np.concatenate((pred_ts, click_ts))
+    rank = np.concatenate((np.zeros(len(pred_ts), np.int64), np.ones(len(click_ts), np.int64)))
+    line = np.concatenate((np.arange(len(pred_ts)), np.arange(len(click_ts))))
+    order = np.lexsort((line, rank, ts))
+    source = np.where(rank[order] == 0, 1, 0).astype(np.int8)  # source codes: 1 predictions
+    return source, line[order]
 
 
 class Replay:
-    """Drives the worker's processors over an ordered list of raw input records."""
+    """The engine's partitions over batches of raw input records (one partition)."""
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
-        catalog = catalog or default_catalog(settings.ctr_prior_clicks,
-                                             settings.ctr_prior_non_clicks)
-        config = LabelConfig(window_ms=settings.label_window_ms, skew_ms=settings.label_skew_ms,
-                             mode=settings.label_mode, observe_ms=settings.label_observe_ms,
-                             eager_clicks=settings.label_eager_clicks)
+        catalog = catalog or settings.load_catalog()
         self.counters = Counters()
-        self.stores = {name: _Store() for name in ("user", "item", "label")}
-        self.labels = LabelStage(config, self.stores["label"].get,
-                                 self.stores["label"].keys_for_partition, self.counters)
-        self.users = UserProcessor(catalog.user, self.stores["user"].get,
-                                   settings.allowed_lateness_ms, lambda item_id: 0,
-                                   self.counters, self.labels)
-        self.items = ItemProcessor(catalog.item, self.stores["item"].get, self.counters, 1)
-        self.offsets = {"items_repartition": 0, "item_snapshots": 0}
+        items = len(catalog.item.specs) > 0
+        labels = settings.label_config() if settings.labels_enabled else None
+        self.users = UserPartition(0, catalog.user, labels, settings.allowed_lateness_ms,
+                                   (lambda item_id: 0) if items else None, self.counters,
+                                   topics=("clicks.jsonl", "predictions.jsonl"),
+                                   changelog=False)
+        self.items = ItemPartition(0, catalog.item, 1, snapshots=labels is not None,
+                                   counters=self.counters, changelog=False) if items else None
+        self.offsets = dict.fromkeys(INTERNAL, 0)
 
-    def _internal(self, outputs: list[Output], topic: str) -> list[InputRecord]:
+    def _internal(self, result: Result, topic: str) -> list[tuple[int, bytes | None]]:
         recs = []
-        for out in outputs:
+        for out in result.outputs:
             if out.topic == topic:
-                recs.append(InputRecord(topic, topic, 0, self.offsets[topic], out.key, out.value))
+                recs.append((self.offsets[topic], out.value))
                 self.offsets[topic] += 1
         return recs
 
-    def run_batch(self, batch: list[InputRecord], emit: Callable[[Output], None]) -> None:
+    def run_batch(self, batch: InputBatch, emit: Callable[[Out], None]) -> None:
         """One user batch, then the item side, then the snapshots coming back."""
         user_result = self.users.process(batch)
-        self._finish(user_result, "user", emit)
-        item_result = self.items.process(self._internal(user_result.outputs,
-                                                        "items_repartition"))
-        self._finish(item_result, "item", emit)
-        snapshots = self._internal(item_result.outputs, "item_snapshots")
+        self._emit(user_result, emit)
+        if self.items is None:
+            return
+        item_result = self.items.process(self._internal(user_result, "items_repartition"))
+        self._emit(item_result, emit)
+        snapshots = self._internal(item_result, "item_snapshots")
         if snapshots:
-            self._finish(self.users.process(snapshots), "user", emit)
+            self._emit(self.users.process_snapshots(snapshots), emit)
 
-    def end_of_input(self, emit: Callable[[Output], None]) -> None:
+    def end_of_input(self, emit: Callable[[Out], None]) -> None:
         """Move the watermark to +infinity: every open label becomes final."""
-        result = BatchResult()
-        for partition, wm in self.users.watermarks.items():
-            wm.advance_to(END_OF_TIME_MS)
-            self.labels.on_watermark(partition, END_OF_TIME_MS)
-        self.labels.finish(result)
-        self._finish(result, "user", emit)
+        self._emit(self.users.end_of_input(END_OF_TIME_MS), emit)
+        for report in label_reports([self.users]):
+            emit(report)
 
-    def _finish(self, result: BatchResult, entity: str, emit: Callable[[Output], None]) -> None:
-        for (_, key), value in result.writes.items():
-            self.stores[entity].data[key] = value
-        labels = self.stores["label"].data
-        for (_, key), raw in result.label_writes.items():
-            if raw is None:
-                labels.pop(key, None)
-            else:
-                labels[key] = raw
+    @staticmethod
+    def _emit(result: Result, emit: Callable[[Out], None]) -> None:
         for out in result.outputs:
-            if out.topic not in ("items_repartition", "item_snapshots"):
+            if out.topic not in INTERNAL:
                 emit(out)
 
 
 def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Settings,
-                 progress: bool = True) -> ReplaySummary:
-    """Replay two JSONL files into ``out_dir``; see the module docstring."""
-    import time
-
+                 progress: bool = True, batch_size: int = BATCH) -> ReplaySummary:
+    """Replay two JSONL files into ``out_dir``; see the module doc."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    records = merged(predictions, clicks)
+    lines = {1: _lines(predictions), 0: _lines(clicks)}
+    source, index = merged_order(_times(lines[1]), _times(lines[0]))
+    total = len(source)
+    # offsets: a record's rank among its own file's records, in merged order
+    offset = np.empty(total, dtype=np.int64)
+    for code in (0, 1):
+        mine = source == code
+        offset[mine] = np.arange(int(mine.sum()))
     out_dir.mkdir(parents=True, exist_ok=True)
     replay = Replay(settings)
     written: dict[str, int] = {}
     with ExitStack() as stack:
         files: dict[str, IO[bytes]] = {}
 
-        def emit(out: Output) -> None:
+        def emit(out: Out) -> None:
             f = files.get(out.topic)
             if f is None:
                 name = DEFAULT_TOPICS[out.topic]
-                f = files[out.topic] = stack.enter_context(open(out_dir / f"{name}.jsonl", "wb"))
-            f.write(out.value + b"\n")
+                f = files[out.topic] = stack.enter_context(
+                    open(out_dir / f"{name}.jsonl", "wb", buffering=1 << 20))
+            f.write((out.value or b"null") + b"\n")
             written[out.topic] = written.get(out.topic, 0) + 1
 
-        seq = {"predictions": 0, "clicks": 0}
-        bar = stack.enter_context(tqdm(total=len(records), unit="ev", desc="replay",
+        bar = stack.enter_context(tqdm(total=total, unit="ev", desc="replay",
                                        disable=not progress, mininterval=0.5))
-        for start in range(0, len(records), BATCH):
-            batch = []
-            for _ts, _, _line, source, raw in records[start:start + BATCH]:
-                # offsets: the record's rank among its file's records, in merged order
-                batch.append(InputRecord(source, f"{source}.jsonl", 0, seq[source], None, raw))
-                seq[source] += 1
+        preds, clicks_ = lines[1], lines[0]
+        for start in range(0, total, batch_size):
+            src = source[start:start + batch_size]
+            idx = index[start:start + batch_size].tolist()
+            values: list[bytes | None] = [preds[i] if s == 1 else clicks_[i]
+                                          for s, i in zip(src.tolist(), idx, strict=True)]
+            batch = InputBatch(src, offset[start:start + batch_size], [None] * len(values),
+                               values)
             replay.run_batch(batch, emit)
-            bar.update(len(batch))
+            bar.update(len(values))
         replay.end_of_input(emit)
-        for report in label_report_records(replay.users, replay.labels):
-            emit(report)
-    return ReplaySummary(len(records), written, time.perf_counter() - t0)
+    return ReplaySummary(total, written, time.perf_counter() - t0)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,8 @@ from events.contracts import Click, Prediction
 from events.timing import DAY_MS, HOUR_MS, MINUTE_MS
 from features.catalog import Catalog, default_catalog, first_feature_catalog
 from features.featureset import FeatureSet
+from features.stores import DecayStore, TileStore
+from tests.features.drive import values_of
 
 T0 = 1_700_006_400_000  # a multiple of every tile size (2 h included)
 
@@ -36,11 +38,8 @@ def p(ts: int, item: str = "i1", user: str = "u1") -> Event:
     return "predictions", Prediction(f"p{ts}", "r", user, item, "m", 0.5, T0 + ts)
 
 
-def run(fs: FeatureSet, events: list[Event]) -> dict[str, int | float | None]:
-    state = fs.new_state()
-    for source, event in events:
-        fs.update(state, source, event)
-    return fs.values(state)
+def run(fs: FeatureSet, events: list[Event]) -> dict[str, object]:
+    return values_of(fs, events)
 
 
 def test_feature_names_are_the_contract() -> None:
@@ -61,17 +60,17 @@ def test_tile_sizes() -> None:
 
 def test_windows_share_tile_stores() -> None:
     # clicks_1h, ctr_1h (clicks side) and clicks share one ring; 7 rings in all for users
-    kinds = [key.kind for key in default_catalog().user.store_keys]
-    assert kinds.count("tiles") == 7
-    assert kinds.count("decayed") == 1
-    item_kinds = [key.kind for key in default_catalog().item.store_keys]
-    assert item_kinds.count("tiles") == 6
-    assert item_kinds.count("decayed") == 2  # 15 min and 24 h, shared with trend_ratio
+    kinds = [type(store) for store in default_catalog().user.stores]
+    assert kinds.count(TileStore) == 7
+    assert kinds.count(DecayStore) == 1
+    item_kinds = [type(store) for store in default_catalog().item.stores]
+    assert item_kinds.count(TileStore) == 6
+    assert item_kinds.count(DecayStore) == 2  # 15 min and 24 h, shared with trend_ratio
 
 
 def test_empty_state_values_and_types() -> None:
     catalog = default_catalog()
-    user = catalog.user.values(catalog.user.new_state())
+    user = run(catalog.user, [])
     assert user == {
         "clicks_1m": 0, "clicks_5m": 0, "clicks_1h": 0, "clicks_24h": 0,
         "impressions_5m": 0, "impressions_1h": 0, "impressions_24h": 0,
@@ -79,7 +78,7 @@ def test_empty_state_values_and_types() -> None:
         "distinct_items_clicked_1h": 0, "session_events": 0, "session_duration_ms": None,
         "clicks_decayed_10m": 0.0,
     }
-    item = catalog.item.values(catalog.item.new_state())
+    item = run(catalog.item, [])
     assert item["trend_ratio"] is None
     assert item["clicks_decayed_15m"] == 0.0
 

@@ -1,12 +1,16 @@
-"""The foundation's first feature: user clicks_5m through FeatureSet and the catalog."""
+"""The foundation's first feature: user clicks_5m through the engine and the catalog."""
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
 from events.contracts import SCHEMA_VERSION, Click, Prediction
 from features.catalog import first_feature_catalog
+from features.records import RecordEncoder
+from features.table import FeatureTable
+from tests.features.drive import apply, columns, values_of
 
 T0 = 1_700_000_000_000  # a multiple of the 25 s tile
 TILE = 25_000
@@ -43,20 +47,24 @@ def pred(ts: int, user: str = "u1", item: str = "i1") -> tuple[str, Prediction]:
     ],
 )
 def test_clicks_5m_table(events: list[tuple[str, Click | Prediction]], expected: int) -> None:
-    user = first_feature_catalog().user
-    state = user.new_state()
-    for source, event in events:
-        user.update(state, source, event)
-    assert user.values(state) == {"clicks_5m": expected}
+    assert values_of(first_feature_catalog().user, events) == {"clicks_5m": expected}
+
+
+def record_after(entity: str, events: list[tuple[str, Click | Prediction]]) -> dict[str, object]:
+    catalog = first_feature_catalog()
+    fs = catalog.user if entity == "user" else catalog.item
+    table = FeatureTable(fs, provenances=2)
+    offsets = {"clicks": 0, "predictions": 0}
+    out = apply(table, columns(fs, table, events, offsets), None)
+    encoder = RecordEncoder(fs, ("clicks", "predictions"))
+    ids = [table.ids[r] for r in out.rows.tolist()]
+    (record,) = encoder.records(ids, out.as_of, out.values, None, 0)
+    decoded: dict[str, object] = orjson.loads(record)
+    return decoded
 
 
 def test_record_shape_and_as_of() -> None:
-    user = first_feature_catalog().user
-    state = user.new_state()
-    user.update(state, *click(T0 + 5))
-    user.update(state, *pred(T0 + 9))
-    user.update(state, *click(T0 + 7))
-    assert user.record("u1", state) == {
+    assert record_after("user", [click(T0 + 5), pred(T0 + 9), click(T0 + 7)]) == {
         "entity": "user",
         "id": "u1",
         "as_of_ts": T0 + 9,
@@ -67,36 +75,32 @@ def test_record_shape_and_as_of() -> None:
 
 def test_empty_state_record() -> None:
     user = first_feature_catalog().user
-    assert user.record("u1", user.new_state())["features"] == {"clicks_5m": 0}
-    assert user.record("u1", user.new_state())["as_of_ts"] is None
+    table = FeatureTable(user, provenances=2)
+    rows = table.rows_for(["u1"])
+    (raw,) = RecordEncoder(user, ("clicks", "predictions")).records(
+        ["u1"], table.as_of[rows], table.read(rows), None, 0)
+    assert orjson.loads(raw)["features"] == {"clicks_5m": 0}
+    assert orjson.loads(raw)["as_of_ts"] is None
 
 
-def test_state_survives_orjson_round_trip() -> None:
+def test_state_survives_a_changelog_round_trip() -> None:
     user = first_feature_catalog().user
-    state = user.new_state()
-    for i in range(20):
-        user.update(state, *click(T0 + i * 10_000))
-    state = orjson.loads(orjson.dumps(state))
-    user.update(state, *click(T0 + 200_000))
-    assert user.values(state) == {"clicks_5m": 21}
+    table = FeatureTable(user, provenances=2)
+    offsets = {"clicks": 0, "predictions": 0}
+    apply(table, columns(user, table, [click(T0 + i * 10_000) for i in range(20)], offsets),
+          None)
+    restored = FeatureTable(user, provenances=2)
+    rows = np.arange(len(table), dtype=np.int64)
+    restored.load(table.ids, table.encode(rows))
+    apply(restored, columns(user, restored, [click(T0 + 200_000)], offsets), None)
+    assert [v.to_list() for v in restored.read(restored.rows_for(["u1"]))] == [[21]]
 
 
-def test_key_of_and_item_set_is_empty() -> None:
+def test_key_field_and_item_set_is_empty() -> None:
     catalog = first_feature_catalog()
-    assert catalog.user.key_of("clicks", Click("u7", "i3", T0)) == "u7"
-    assert catalog.item.key_of("predictions", pred(T0, item="i3")[1]) == "i3"
-    state = catalog.item.new_state()
-    catalog.item.update(state, *click(T0))
-    assert catalog.item.record("i1", state)["features"] == {}
-    assert catalog.item.record("i1", state)["as_of_ts"] == T0
-
-
-def test_unknown_source_raises_value_error() -> None:
-    user = first_feature_catalog().user
-    with pytest.raises(ValueError):
-        user.update(user.new_state(), "views", Click("u", "i", T0))
-    with pytest.raises(ValueError):
-        user.key_of("views", Click("u", "i", T0))
+    assert catalog.user.key_field == "user_id" and catalog.item.key_field == "item_id"
+    record = record_after("item", [click(T0)])
+    assert record["features"] == {} and record["as_of_ts"] == T0
 
 
 def test_state_name_is_stable() -> None:

@@ -1,7 +1,10 @@
-"""FeatureSet against a brute-force oracle, plus order-independence properties.
+"""The columnar feature engine against a brute-force oracle, plus order-independence
+and batch-independence properties.
 
 The oracle recomputes every feature from the raw event list with the formulas of
-the ``features`` package docstring; it shares no code with the engine.
+the ``features`` package docstring; it shares no code with the engine. The engine
+runs the events in batches of random sizes (one event per batch included), which
+must never change a value.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import math
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +23,8 @@ from events.timing import DAY_MS, HOUR_MS, MINUTE_MS, tile_start
 from features.catalog import default_catalog
 from features.featureset import FeatureSet
 from features.spec import SessionDuration, SessionEvents
+from features.table import FeatureTable
+from tests.features.drive import run
 
 T0 = 1_700_000_000_000
 GAP = 30 * MINUTE_MS
@@ -76,13 +82,13 @@ def oracle(entity: str, events: list[Event], a: float = 1.0, b: float = 19.0) ->
     return out
 
 
-def engine(fs: FeatureSet, events: list[Event]) -> dict[str, dict[str, object]]:
+def engine(fs: FeatureSet, events: list[Event],
+           sizes: list[int] | None = None) -> dict[str, dict[str, object]]:
     """Final values per entity key after applying the events in the given order."""
-    states: dict[str, dict[str, object]] = {}
-    for source, event in events:
-        key = fs.key_of(source, event)
-        fs.update(states.setdefault(key, fs.new_state()), source, event)
-    return {key: dict(fs.values(state)) for key, state in states.items()}
+    return run(fs, events, sizes)[0]
+
+
+BATCHES = st.lists(st.integers(1, 12), min_size=1, max_size=4)
 
 
 def assert_close(actual: dict[str, object], expected: dict[str, object]) -> None:
@@ -128,12 +134,12 @@ def oracle_all(entity: str, events: list[Event]) -> dict[str, dict[str, object]]
 
 
 @settings(derandomize=True, max_examples=300, deadline=None)
-@given(events=logs(max_lateness=HOUR_MS))
-def test_engine_matches_oracle(events: list[Event]) -> None:
+@given(events=logs(max_lateness=HOUR_MS), sizes=st.one_of(st.none(), BATCHES))
+def test_engine_matches_oracle(events: list[Event], sizes: list[int] | None) -> None:
     """Default catalog, events up to 1 h late (the sessions' default horizon)."""
     catalog = default_catalog()
     for fs in (catalog.user, catalog.item):
-        actual = engine(fs, events)
+        actual = engine(fs, events, sizes)
         expected = oracle_all(fs.entity, events)
         assert actual.keys() == expected.keys()
         for key in expected:
@@ -157,11 +163,12 @@ def long_horizon_user_set() -> FeatureSet:
 def test_shuffling_changes_no_final_value(events: list[Event], data: st.DataObject) -> None:
     """Any permutation of a multi-day log gives the oracle's values, for every feature."""
     shuffled = data.draw(st.permutations(events))
+    sizes = data.draw(st.one_of(st.none(), BATCHES))
     fs_user = long_horizon_user_set()
     for fs in (fs_user, default_catalog().item):
         expected = oracle_all(fs.entity, events)
         for order in (events, shuffled):
-            actual = engine(fs, order)
+            actual = engine(fs, order, sizes)
             for key in expected:
                 assert_close(actual[key], expected[key])
 
@@ -182,23 +189,25 @@ def test_default_catalog_shuffle_outside_sessions(
 
 
 @settings(derandomize=True, max_examples=200, deadline=None)
-@given(events=logs(max_lateness=2 * HOUR_MS))
-def test_as_of_never_decreases(events: list[Event]) -> None:
+@given(events=logs(max_lateness=2 * HOUR_MS), sizes=BATCHES)
+def test_as_of_never_decreases(events: list[Event], sizes: list[int]) -> None:
+    """Each point read's and each touched key's as-of is the max ts of its events so far."""
+    from tests.features.drive import apply, columns, split
+
     catalog = default_catalog()
     for fs in (catalog.user, catalog.item):
-        states: dict[str, dict[str, object]] = {}
+        table = FeatureTable(fs, provenances=2)
+        offsets = {"clicks": 0, "predictions": 0}
         newest: dict[str, int] = {}
-        for source, event in events:
-            key = fs.key_of(source, event)
-            state = states.setdefault(key, fs.new_state())
-            before = state["as_of_ts"]
-            fs.update(state, source, event)
-            after = state["as_of_ts"]
-            assert isinstance(after, int)
-            assert before is None or (isinstance(before, int) and after >= before)
-            newest[key] = max(newest.get(key, event.ts), event.ts)
-            assert after == newest[key]
-            assert fs.record(key, state)["as_of_ts"] == after
+        for batch in split(events, sizes):
+            cols = columns(fs, table, batch, offsets)
+            out = apply(table, cols, np.ones(len(batch), dtype=np.bool_))
+            for i, (_, event) in enumerate(batch):
+                key = getattr(event, fs.key_field)
+                newest[key] = max(newest.get(key, event.ts), event.ts)
+                assert out.point_as_of[i] == newest[key]
+            for row, as_of in zip(out.rows.tolist(), out.as_of.tolist(), strict=True):
+                assert as_of == newest[table.ids[row]]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -217,7 +226,22 @@ def test_random_long_logs_match_oracle(seed: int) -> None:
             events.append(("predictions", Prediction("p", "r", user, item, "m", 0.5, ts)))
     catalog = default_catalog()
     for fs in (catalog.user, catalog.item):
-        actual = engine(fs, events)
+        actual = engine(fs, events, [rng.randrange(1, 400) for _ in range(8)])
         expected = oracle_all(fs.entity, events)
         for key in expected:
             assert_close(actual[key], expected[key])
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(events=logs(max_lateness=HOUR_MS), sizes=st.one_of(st.none(), BATCHES))
+def test_point_in_time_values_match_the_oracle(events: list[Event],
+                                               sizes: list[int] | None) -> None:
+    """The values read at each event are the oracle's over that key's events so far."""
+    catalog = default_catalog()
+    for fs in (catalog.user, catalog.item):
+        _, at_events = run(fs, events, sizes, points=True)
+        field = fs.key_field
+        for i, (_, event) in enumerate(events):
+            key = getattr(event, field)
+            prefix = [(s, e) for s, e in events[:i + 1] if getattr(e, field) == key]
+            assert_close(at_events[i], oracle(fs.entity, prefix))

@@ -12,8 +12,8 @@ import features
 FEATURES_DIR = Path(features.__file__).parent
 MODULES = sorted(FEATURES_DIR.glob("*.py"))
 ALLOWED_IMPORTS = {
-    "__future__", "collections", "dataclasses", "hashlib", "math", "re", "typing",
-    "events", "features", "numpy",
+    "__future__", "abc", "collections", "dataclasses", "hashlib", "importlib", "inspect",
+    "math", "re", "typing", "events", "features", "numpy", "msgspec",
 }
 CLOCK_CALLS = {"time", "time_ns", "monotonic", "perf_counter", "now", "utcnow", "today"}
 

@@ -36,7 +36,13 @@ def test_env_overrides_and_prefix() -> None:
     ({"FRESHET_LABEL_MODE": "later"}, "FRESHET_LABEL_MODE: must be one of"),
     ({"FRESHET_STORE": "redis"}, "FRESHET_STORE: must be one of"),
     ({"FRESHET_TOPIC_LABELS": "bad name!"}, "FRESHET_TOPIC_LABELS:"),
-    ({"FRESHET_LABEL_OBSERVE_MS": "999999999"}, "FRESHET_LABEL_OBSERVE_MS:"),
+    ({"FRESHET_LABEL_OBSERVE_MS": "999999999", "FRESHET_LABEL_MODE": "observe_then_correct"},
+     "FRESHET_LABEL_OBSERVE_MS:"),
+    ({"FRESHET_LABEL_WINDOW_MS": "0"}, "FRESHET_LABEL_WINDOW_MS:"),
+    ({"FRESHET_LABEL_SKEW_MS": "-1"}, "FRESHET_LABEL_SKEW_MS:"),
+    ({"FRESHET_CATALOG": "features.catalog"}, "FRESHET_CATALOG: catalog reference"),
+    ({"FRESHET_CATALOG": "no.such.module:catalog"}, "FRESHET_CATALOG: cannot import"),
+    ({"FRESHET_BATCH_MAX_EVENTS": "0"}, "FRESHET_BATCH_MAX_EVENTS:"),
     ({"FRESHET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FRESHET_KAFKA_SASL_USERNAME:"),
     ({"FRESHET_WEB_ENABLED": "maybe"}, "FRESHET_WEB_ENABLED: 'maybe' is not a valid boolean"),
 ])
@@ -56,3 +62,19 @@ def test_every_logical_topic_has_an_env_override() -> None:
     env = {f"FRESHET_TOPIC_{k.upper()}": f"x-{k}" for k in DEFAULT_TOPICS}
     s = Settings.from_env(env)
     assert all(s.topic(k) == f"x-{k}" for k in DEFAULT_TOPICS)
+
+
+def test_label_settings_are_validated_as_the_label_engine_does() -> None:
+    # the observation window only matters in observe_then_correct: a short label
+    # window with the default observation window is fine in the other modes
+    s = Settings.from_env({"FRESHET_LABEL_WINDOW_MS": "30000"})
+    assert s.label_config().window_ms == 30_000
+    with pytest.raises(SettingsError, match="FRESHET_LABEL_OBSERVE_MS"):
+        Settings.from_env({"FRESHET_LABEL_WINDOW_MS": "30000",
+                           "FRESHET_LABEL_MODE": "observe_then_correct"})
+
+
+def test_a_user_catalog_is_loaded_by_reference() -> None:
+    s = Settings.from_env({"FRESHET_CATALOG": "features.catalog:first_feature_catalog"})
+    assert s.load_catalog().user.names == ("clicks_5m",)
+    assert Settings.from_env({}).load_catalog().user.names[0] == "clicks_1m"

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events.contracts import Click, Prediction
+from labels.config import LabelConfig
 from labels.delays import DelaySketch, DelayStats
-from labels.outputs import Output
+from tests.labels.drive import Labels
 
 PROPS = settings(derandomize=True, max_examples=200, deadline=None)
 delays = st.lists(st.integers(0, 10**9), min_size=1, max_size=300)
@@ -76,24 +78,17 @@ def test_merge_refuses_different_accuracies() -> None:
         DelaySketch(0.01).merge(DelaySketch(0.02))
 
 
-def test_stats_snapshot_per_model_from_machine_outputs() -> None:
-    stats = DelayStats()
-    outs = [
-        Output("label", "p1", {"model_id": "a", "kind": "positive", "final": True,
-                               "delay_ms": 1_000, "label": 1}),
-        Output("label", "p2", {"model_id": "a", "kind": "negative", "final": True,
-                               "delay_ms": None, "label": 0}),
-        Output("label", "p3", {"model_id": "a", "kind": "observed_positive", "final": True,
-                               "delay_ms": 3_000, "label": 1}),
-        Output("late_click", "p2", {"model_id": "a", "delay_ms": 4_000_000}),
-        Output("label", "p4", {"model_id": "b", "kind": "late_positive", "final": True,
-                               "delay_ms": 50, "label": 1}),
-        Output("extra_click", "p1", {"model_id": "a", "delay_ms": 2_000}),
-        Output("unattributed", "u", {"user_id": "u"}),
-    ]
-    for out in outs:
-        stats.observe_output(out)
-    snap = stats.snapshot()
+def test_engine_feeds_delay_stats_with_first_clicks_and_late_clicks() -> None:
+    labels = Labels(LabelConfig(window_ms=10_000, skew_ms=0, late_horizon_ms=3_600_000))
+    t0 = 1_700_000_000_000
+    for n, model in enumerate(["a", "a", "a", "b"]):
+        labels.on_prediction(Prediction(f"p{n}", f"r{n}", "u", f"i{n}", model, 0.5, t0), t0)
+    labels.on_click(Click("u", "i0", t0 + 1_000, prediction_id="p0"), t0 + 1_001)
+    labels.on_click(Click("u", "i0", t0 + 2_000, prediction_id="p0"), t0 + 2_001)  # extra
+    labels.on_click(Click("u", "i2", t0 + 3_000), t0 + 3_001)
+    labels.on_click(Click("u", "i3", t0 + 50), t0 + 51)
+    labels.on_click(Click("u", "i1", t0 + 400_000), t0 + 400_001)  # late: p1 closed
+    snap = labels.engine.delays.snapshot()
     assert sorted(snap) == ["a", "b"]
     a = snap["a"]
     assert (a["positives"], a["clicks"], a["share_within_window"]) == (2, 3, 2 / 3)

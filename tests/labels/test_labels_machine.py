@@ -1,4 +1,4 @@
-"""Table-driven tests of LabelMachine: attribution paths, skew, boundaries, modes."""
+"""Table-driven tests of the label engine: attribution paths, skew, boundaries, modes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from events.contracts import Click, Prediction
 from labels.config import LabelConfig
-from labels.machine import LabelMachine
-from labels.outputs import Output
-from labels.schedule import Schedule
+from labels.pending import DeadlineWheel
+from tests.labels.drive import Labels
+from tests.labels.drive import Out as Output
 
 T0 = 1_700_000_000_000
 END = 2**62
@@ -42,20 +42,19 @@ def W(off: int) -> tuple:
 
 def run_steps(config: LabelConfig, steps: list[tuple]) -> list[list[Output]]:
     """Feed the steps (watermark offsets given, default = the event's own ts); END last."""
-    m = LabelMachine(config)
-    state = m.new_state()
+    m = Labels(config)
     per_step: list[list[Output]] = []
     for kind, obj, wm in steps:
         if kind == "w":
-            per_step.append(m.on_watermark(state, T0 + wm))
+            per_step.append(m.on_watermark(T0 + wm))
             continue
         watermark = obj.ts if wm is None else T0 + wm
         if kind == "p":
-            per_step.append(m.on_prediction(state, obj, watermark, snapshot={"f": 1}))
+            per_step.append(m.on_prediction(obj, watermark, snapshot={"f": 1}))
         else:
-            per_step.append(m.on_click(state, obj, watermark))
-    per_step.append(m.on_watermark(state, END))
-    assert m.is_empty(state)
+            per_step.append(m.on_click(obj, watermark))
+    per_step.append(m.on_watermark(END))
+    assert m.is_empty()
     return per_step
 
 
@@ -224,24 +223,22 @@ def test_held_click_is_matched_the_moment_its_prediction_arrives() -> None:
 
 
 def test_negative_waits_for_window_plus_skew() -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
-    m.on_prediction(s, P("p1", "i1", 0)[1], T0)
-    assert m.next_deadline_ms(s) == T0 + WINDOW + SKEW
-    assert m.on_watermark(s, T0 + WINDOW + SKEW - 1) == []
-    out = m.on_watermark(s, T0 + WINDOW + SKEW)
+    m = Labels(cfg())
+    m.on_prediction(P("p1", "i1", 0)[1], T0)
+    assert m.next_deadline_ms() == T0 + WINDOW + SKEW
+    assert m.on_watermark(T0 + WINDOW + SKEW - 1) == []
+    out = m.on_watermark(T0 + WINDOW + SKEW)
     assert [o.record["kind"] for o in out] == ["negative", "negative"]
-    assert m.next_deadline_ms(s) == T0 + WINDOW + HORIZON + SKEW
-    assert m.on_watermark(s, T0 + WINDOW + HORIZON + SKEW) == [] and m.is_empty(s)
+    assert m.next_deadline_ms() == T0 + WINDOW + HORIZON + SKEW
+    assert m.on_watermark(T0 + WINDOW + HORIZON + SKEW) == [] and m.is_empty()
 
 
 def test_label_and_training_example_records() -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
+    m = Labels(cfg())
     pred = Prediction("p1", "r1", "u", "i1", "m7", 0.25, T0, position=3,
                       features={"f_logged": 2.0})
-    m.on_prediction(s, pred, T0, snapshot={"user.clicks_1h": 4})
-    label, example = m.on_click(s, Click("u", "i1", T0 + 40), T0 + 41)
+    m.on_prediction(pred, T0, snapshot={"user.clicks_1h": 4})
+    label, example = m.on_click(Click("u", "i1", T0 + 40), T0 + 41)
     assert label.kind == "label" and label.key == "p1"
     assert label.record == {
         "prediction_id": "p1", "request_id": "r1", "user_id": "u", "item_id": "i1",
@@ -251,10 +248,10 @@ def test_label_and_training_example_records() -> None:
     }
     assert example.kind == "training_example" and example.key == "p1"
     assert example.record == {**pred.to_dict(), **label.record,
-                              "freshet_features": {"user.clicks_1h": 4}}
-    # once final, the pending prediction keeps no features or snapshot
-    rec = s["predictions"]["p1"]
-    assert "features" not in rec["pred"] and rec["snapshot"] is None
+                              "freshet_features": {"user": {"user.clicks_1h": 4}, "item": None}}
+    # once final, the remembered prediction keeps no logged features or snapshot
+    row = m.engine.table.by_pid["p1"]
+    assert m.engine.table.fields_json[row] == b"" and m.engine.table.user_snapshot[row] is None
 
 
 def test_provisional_examples_go_with_non_final_labels() -> None:
@@ -264,54 +261,47 @@ def test_provisional_examples_go_with_non_final_labels() -> None:
 
 
 def test_unattributed_record_is_the_click_plus_reason() -> None:
-    m = LabelMachine(cfg(skew_ms=0))
-    s = m.new_state()
-    (out,) = m.on_click(s, Click("u", "i", T0, click_id="c1"), T0 + 1)
+    m = Labels(cfg(skew_ms=0))
+    (out,) = m.on_click(Click("u", "i", T0, click_id="c1"), T0 + 1)
     assert (out.kind, out.key) == ("unattributed", "u")
     assert out.record == {"user_id": "u", "item_id": "i", "ts": T0, "click_id": "c1",
                           "reason": "no_prediction", "schema_version": 1}
 
 
 def test_on_watermark_is_a_no_op_before_the_next_deadline() -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
-    m.on_prediction(s, P("p1", "i1", 0)[1], T0)
-    m.on_click(s, C("i1", 10)[1], T0 + 5)
-    before = orjson.dumps(s)
-    assert m.next_deadline_ms(s) == T0 + 11
-    assert m.on_watermark(s, T0 + 10) == []
-    assert orjson.loads(before)["predictions"] == s["predictions"]
+    m = Labels(cfg())
+    m.on_prediction(P("p1", "i1", 0)[1], T0)
+    m.on_click(C("i1", 10)[1], T0 + 5)
+    assert m.next_deadline_ms() == T0 + 11
+    assert m.on_watermark(T0 + 10) == []
+    assert m.engine.take_deltas() == []  # nothing changed
 
 
-def test_on_watermark_does_not_touch_the_schedule_when_nothing_is_due(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
+def test_advance_reads_only_due_buckets_of_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Labels(cfg())
     for n in range(50):
-        m.on_prediction(s, P(f"p{n}", "i1", n)[1], T0 + n)
-    calls: list[int] = []
-    monkeypatch.setattr(Schedule, "pop_due", lambda *a: calls.append(1))
-    assert m.on_watermark(s, T0 + WINDOW) == [] and calls == []
+        m.on_prediction(P(f"p{n}", "i1", n)[1], T0 + n)
+    popped: list[int] = []
+    pop = DeadlineWheel.pop
 
+    def spy(self: DeadlineWheel, due: Any, watermark_ms: int) -> Any:
+        rows = pop(self, due, watermark_ms)
+        popped.append(len(rows))
+        return rows
 
-def test_watermark_never_goes_backwards() -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
-    m.on_watermark(s, T0 + 100)
-    m.on_click(s, C("i1", 200)[1], T0)  # an older watermark is ignored
-    assert s["watermark_ms"] == T0 + 100
+    monkeypatch.setattr(DeadlineWheel, "pop", spy)
+    assert m.on_watermark(T0 + WINDOW) == [] and popped == [0]
 
 
 def test_earliest_open_ts_tracks_open_predictions() -> None:
-    m = LabelMachine(cfg())
-    s = m.new_state()
-    m.on_prediction(s, P("p1", "i1", 0)[1], T0)
-    m.on_prediction(s, P("p2", "i2", 10)[1], T0 + 10)
-    assert m.earliest_open_ts_ms(s) == T0
-    m.on_click(s, C("i1", 20)[1], T0 + 21)  # p1 positive -> final
-    assert m.earliest_open_ts_ms(s) == T0 + 10
-    m.on_watermark(s, END)
-    assert m.earliest_open_ts_ms(s) is None
+    m = Labels(cfg())
+    m.on_prediction(P("p1", "i1", 0)[1], T0)
+    m.on_prediction(P("p2", "i2", 10)[1], T0 + 10)
+    assert m.earliest_open_ts_ms() == T0
+    m.on_click(C("i1", 20)[1], T0 + 21)  # p1 positive -> final
+    assert m.earliest_open_ts_ms() == T0 + 10
+    m.on_watermark(END)
+    assert m.earliest_open_ts_ms() is None
 
 
 EAGER_CASES = [
@@ -347,3 +337,24 @@ def test_eager_clicks_still_let_a_due_earlier_click_win() -> None:
     per_step = run_steps(cfg(eager_clicks=True), steps)
     assert [compact(o) for o in per_step[2]][:1] == [
         ("label", "p1", "positive", 1, 1, True, 200, 200)]
+
+
+def test_an_example_waiting_for_its_item_snapshot_outlives_the_late_horizon() -> None:
+    # a backlog can move the watermark past the forget deadline before the item side
+    # has sent the prediction's snapshot back: the example must still come out
+    from labels.engine import LabelEngine
+    from tests.labels.drive import prediction_columns
+
+    engine = LabelEngine(cfg(), item_snapshots=True)
+    pred = P("p1", "i1", 0)[1]
+    engine.add_predictions(prediction_columns([pred], [0], [{"u": 1}]))
+    engine.advance(T0 + WINDOW + HORIZON + SKEW + 10)
+    assert [o.kind for o in engine.take_outputs()] == ["label"]
+    deltas = engine.take_deltas()
+    assert deltas and all(value is not None for _, value in deltas)  # not forgotten
+    engine.add_item_snapshots(["p1"], [b'{"i":2}'])
+    (example,) = engine.take_outputs()
+    record = orjson.loads(example.value)
+    assert example.kind == "training_example"
+    assert record["freshet_features"] == {"user": {"u": 1}, "item": {"i": 2}}
+    assert engine.take_deltas() == [(b"Pp1", None)] and engine.is_empty()

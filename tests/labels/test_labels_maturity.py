@@ -1,4 +1,4 @@
-"""The label watermark rule, checked against the machine on random logs."""
+"""The label watermark rule, checked against the label engine on random logs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from events.contracts import Click, Prediction
 from labels.config import MODES, LabelConfig
-from labels.machine import LabelMachine
-from labels.maturity import OpenPredictions, combine_label_watermarks, label_watermark_ms
+from labels.maturity import combine_label_watermarks, label_watermark_ms
+from tests.labels.drive import Labels
 
 PROPS = settings(derandomize=True, max_examples=200, deadline=None)
 T0 = 1_700_000_000_000
@@ -30,22 +30,6 @@ def test_combine(values: list[int | None], expected: int | None) -> None:
     assert combine_label_watermarks(values) == expected
 
 
-@PROPS
-@given(ops=st.lists(st.tuples(st.sampled_from("abcdef"),
-                              st.one_of(st.none(), st.integers(0, 50))), max_size=200))
-def test_open_predictions_tracks_the_minimum(ops: list[tuple[str, int | None]]) -> None:
-    tracker = OpenPredictions()
-    truth: dict[str, int] = {}
-    for key, value in ops:
-        tracker.update(key, value)
-        if value is None:
-            truth.pop(key, None)
-        else:
-            truth[key] = value
-        assert tracker.earliest_ms() == (min(truth.values()) if truth else None)
-        assert len(tracker) == len(truth)
-
-
 @st.composite
 def user_logs(draw: st.DrawFn) -> list[Prediction | Click]:
     events: list[Prediction | Click] = []
@@ -63,28 +47,18 @@ def user_logs(draw: st.DrawFn) -> list[Prediction | Click]:
 @given(mode=st.sampled_from(MODES), events=user_logs(), lateness=st.sampled_from([0, 300]))
 def test_every_prediction_before_the_label_watermark_has_its_final_label(
         mode: str, events: list[Prediction | Click], lateness: int) -> None:
-    """Stream-layer style: one state per user, on_watermark only for due users."""
-    machine = LabelMachine(LabelConfig(window_ms=1_000, skew_ms=50, mode=mode,
-                                       observe_ms=200, late_horizon_ms=500))
-    states: dict[str, dict] = {}
-    tracker = OpenPredictions()
+    """One engine for the partition's users, fed event by event as the stream layer does."""
+    labels = Labels(LabelConfig(window_ms=1_000, skew_ms=50, mode=mode, observe_ms=200,
+                                late_horizon_ms=500))
     final: set[str] = set()
     max_ts = None
     for event in events:
         max_ts = event.ts if max_ts is None else max(max_ts, event.ts)
         wm = max_ts - lateness
-        state = states.setdefault(event.user_id, machine.new_state())
-        if isinstance(event, Prediction):
-            outs = machine.on_prediction(state, event, wm)
-        else:
-            outs = machine.on_click(state, event, wm)
-        for user, other in states.items():
-            if user != event.user_id and (machine.next_deadline_ms(other) or wm + 1) <= wm:
-                outs += machine.on_watermark(other, wm)
+        outs = (labels.on_prediction(event, wm) if isinstance(event, Prediction)
+                else labels.on_click(event, wm))
         final |= {o.key for o in outs if o.kind == "label" and o.record["final"]}
-        for user, st_ in states.items():
-            tracker.update(user, machine.earliest_open_ts_ms(st_))
-        t = tracker.label_watermark_ms(wm)
+        t = labels.engine.label_watermark(wm)
         assert t is not None
         preds_before = {e.prediction_id for e in events
                         if isinstance(e, Prediction) and e.ts < t}

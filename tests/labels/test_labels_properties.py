@@ -1,4 +1,4 @@
-"""Hypothesis properties of LabelMachine and an independent oracle (every mode).
+"""Hypothesis properties of the label engine and an independent oracle (every mode).
 
 Shuffle bound: the shuffled run feeds events in order of ``ts + jitter`` with
 ``0 <= jitter <= L`` and passes the watermark ``max(ts seen) - L``, so no event is ever
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from events.contracts import Click, Prediction
 from labels.config import MODES, LabelConfig
-from labels.machine import LabelMachine
-from labels.outputs import Output
+from tests.labels.drive import Labels
+from tests.labels.drive import Out as Output
 
 T0 = 1_700_000_000_000
 END = 2**62
@@ -136,42 +136,52 @@ def edges(draw: st.DrawFn) -> list[Event]:
 ANY_LOG = st.one_of(logs(), races(), edges())
 
 
-def feed(machine: LabelMachine, state: dict[str, Any], event: Event, wm: int | None,
-         ) -> list[Output]:
+def feed(labels: Labels, event: Event, wm: int | None) -> list[Output]:
     if isinstance(event, Prediction):
-        return machine.on_prediction(state, event, wm, snapshot={"n": event.prediction_id})
-    return machine.on_click(state, event, wm)
+        return labels.on_prediction(event, wm, snapshot={"n": event.prediction_id})
+    return labels.on_click(event, wm)
 
 
 def run(mode: str, events: list[Event], lateness: int = 0, *, roundtrip: bool = False,
-        split: bool = False, eager: bool = False) -> tuple[list[Output], dict[str, Any]]:
+        split: bool = False, eager: bool = False, batches: list[int] | None = None,
+        ) -> tuple[list[Output], Labels]:
     """Feed ``events`` in the given order with watermark max(ts) - lateness, then END.
 
-    ``roundtrip``: the state goes through orjson between every call. ``split``: events are
-    fed without a watermark and on_watermark is called only when the next deadline is due,
-    the way the stream layer drives it.
+    ``roundtrip``: the engine is rebuilt from its changelog after every call. ``split``:
+    events are fed without a watermark and the watermark is given only when the next
+    deadline is due, as a sparse driver would. ``batches``: events go in batches of
+    these sizes (cycled), each with the watermark after its last event, the way the
+    stream layer drives it.
     """
-    m = LabelMachine(config(mode, eager))
-    state = m.new_state()
+    labels = Labels(config(mode, eager), roundtrip=roundtrip)
     out: list[Output] = []
     max_ts: int | None = None
-    for event in events:
+    if batches:
+        i, k = 0, 0
+        while i < len(events):
+            chunk = events[i:i + batches[k % len(batches)]]
+            i, k = i + len(chunk), k + 1
+            wms = []
+            for event in chunk:
+                max_ts = event.ts if max_ts is None else max(max_ts, event.ts)
+                wms.append(max_ts - lateness)
+            out += labels.batch(chunk, wms, wms[-1],
+                                snapshot=lambda p: {"n": p.prediction_id})
+    for event in events if not batches else []:
         max_ts = event.ts if max_ts is None else max(max_ts, event.ts)
         wm = max_ts - lateness
         if split:
-            out += feed(m, state, event, None)
-            deadline = m.next_deadline_ms(state)
+            out += feed(labels, event, None)
+            deadline = labels.next_deadline_ms()
             if deadline is not None and deadline <= wm:
-                out += m.on_watermark(state, wm)
+                out += labels.on_watermark(wm)
             else:
-                assert m.on_watermark(state, wm) == []
+                assert labels.on_watermark(wm) == []
         else:
-            out += feed(m, state, event, wm)
-        if roundtrip:
-            state = orjson.loads(orjson.dumps(state))
-    out += m.on_watermark(state, END)
-    assert m.is_empty(state)
-    return out, state
+            out += feed(labels, event, wm)
+    out += labels.on_watermark(END)
+    assert labels.is_empty()
+    return out, labels
 
 
 def canonical(events: list[Event]) -> list[Event]:
@@ -212,7 +222,8 @@ def test_every_prediction_ends_with_exactly_one_final_label(mode: str, events: l
     examples = [o.record for o in out if o.kind == "training_example"]
     assert len(examples) == len(pids)
     for ex in examples:
-        assert ex["final"] and ex["freshet_features"] == {"n": ex["prediction_id"]}
+        assert ex["final"]
+        assert ex["freshet_features"] == {"user": {"n": ex["prediction_id"]}, "item": None}
 
 
 @PROPS
@@ -244,13 +255,15 @@ def test_outputs_do_not_depend_on_arrival_order_within_the_lateness(
 
 @PROPS
 @given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
-def test_state_roundtrips_through_orjson_and_stream_driving_is_equivalent(
+def test_state_roundtrips_through_the_changelog_and_batching_is_equivalent(
         mode: str, events: list[Event], data: st.DataObject) -> None:
     lateness, jitters, ties = data.draw(shuffles(len(events)))
     order = shuffled(events, jitters, ties)
     plain, _ = run(mode, order, lateness)
     assert run(mode, order, lateness, roundtrip=True)[0] == plain
-    assert run(mode, order, lateness, split=True)[0] == plain
+    assert as_multiset(run(mode, order, lateness, split=True)[0]) == as_multiset(plain)
+    sizes = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))
+    assert as_multiset(run(mode, order, lateness, batches=sizes)[0]) == as_multiset(plain)
 
 
 @PROPS
@@ -267,14 +280,14 @@ def test_no_click_is_lost(mode: str, events: list[Event]) -> None:
 @PROPS
 @given(events=ANY_LOG)
 def test_state_is_empty_after_the_late_horizon(events: list[Event]) -> None:
-    m = LabelMachine(config("wait"))
-    state = m.new_state()
+    labels = Labels(config("wait"))
     for event in canonical(events):
-        feed(m, state, event, event.ts)
+        feed(labels, event, event.ts)
     last = max((e.ts for e in events), default=T0)
-    m.on_watermark(state, last + WINDOW + HORIZON + SKEW)
-    assert m.is_empty(state) and m.next_deadline_ms(state) is None
-    assert state["due"] == [] and state["open"] == [] and m.earliest_open_ts_ms(state) is None
+    labels.on_watermark(last + WINDOW + HORIZON + SKEW)
+    assert labels.is_empty() and labels.next_deadline_ms() is None
+    assert labels.earliest_open_ts_ms() is None and labels.engine.take_deltas() == []
+    assert len(labels.engine.table) == 0
 
 
 # -- oracle -------------------------------------------------------------------------------

@@ -38,7 +38,11 @@ def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix:
         expected = final_labels(events, WINDOW, SKEW, HORIZON)
 
         def done(got: dict[str, list[Any]]) -> bool:
-            return len(finals(got["labels"])) >= len(expected)
+            # an example may come a batch after its label (its item's snapshot comes
+            # back from the item side), so wait for both
+            return (len(finals(got["labels"])) >= len(expected)
+                    and len({orjson.loads(m.value())["prediction_id"]
+                             for m in got["training_examples"]}) >= len(expected))
 
         got = consume(settings, ["labels", "training_examples"], done, timeout_s=240,
                       worker=second)

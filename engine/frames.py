@@ -1,0 +1,178 @@
+"""Columnar frames: how batches cross the internal topics (items repartition, snapshots).
+
+A frame is a small header (msgspec JSON: row count, column names and kinds, and a
+``meta`` object) followed by each column's raw buffer: int64/float64/int8 arrays as
+they are in memory, strings and byte strings as an offsets array plus one blob. A
+batch of thousands of events becomes one message that decodes with a few numpy
+calls, instead of one JSON document per event.
+
+:func:`decode` checks every length and raises :class:`FrameError` on anything that
+is not a frame, so a damaged or foreign record on an internal topic becomes a dead
+letter instead of a crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+MAGIC: Final = b"FRF1"
+
+Kind = Literal["i64", "f64", "i8", "str", "bytes"]
+_DTYPES: Final = {"i64": np.int64, "f64": np.float64, "i8": np.int8}
+
+
+class FrameError(ValueError):
+    """Bytes that are not a valid frame (the reason says what is wrong)."""
+
+
+class _Header(msgspec.Struct):
+    n: int
+    cols: list[tuple[str, str]]
+    meta: dict[str, Any] = {}
+
+
+_encode_header = msgspec.json.Encoder().encode
+_decode_header = msgspec.json.Decoder(_Header).decode
+
+
+@dataclass(slots=True)
+class Frame:
+    """Columns of equal length plus a ``meta`` mapping.
+
+    >>> f = Frame({"ts": np.array([5, 7]), "id": ["a", "b"]}, {"wm": 3})
+    >>> g = decode(encode(f))
+    >>> g.columns["ts"].tolist(), g.columns["id"], g.meta
+    ([5, 7], ['a', 'b'], {'wm': 3})
+    """
+
+    columns: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        for values in self.columns.values():
+            return len(values)
+        return 0
+
+
+def _kind(values: Any) -> Kind:
+    if isinstance(values, np.ndarray):
+        if values.dtype == np.int64:
+            return "i64"
+        if values.dtype == np.float64:
+            return "f64"
+        if values.dtype == np.int8:
+            return "i8"
+        raise TypeError(f"unsupported column dtype {values.dtype}")
+    if values and isinstance(values[0], bytes | bytearray):
+        return "bytes"
+    return "str"
+
+
+def _blob(items: Sequence[bytes]) -> bytes:
+    lengths = np.fromiter((len(x) for x in items), dtype=np.int64, count=len(items))
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    return offsets.tobytes() + b"".join(items)
+
+
+def encode(frame: Frame) -> bytes:
+    """The frame as bytes (see the module doc)."""
+    n = len(frame)
+    cols: list[tuple[str, str]] = []
+    parts: list[bytes] = []
+    for name, values in frame.columns.items():
+        if len(values) != n:
+            raise ValueError(f"column {name!r} has {len(values)} rows, expected {n}")
+        kind = _kind(values)
+        cols.append((name, kind))
+        if kind in _DTYPES:
+            parts.append(np.ascontiguousarray(values, dtype=_DTYPES[kind]).tobytes())
+        elif kind == "str":
+            parts.append(_blob([v.encode() for v in values]))
+        else:
+            parts.append(_blob(list(values)))
+    header = _encode_header(_Header(n, cols, frame.meta))
+    return MAGIC + len(header).to_bytes(4, "little") + header + b"".join(parts)
+
+
+def decode(raw: bytes | None) -> Frame:
+    """A frame from :func:`encode` bytes, or :class:`FrameError`."""
+    if raw is None:
+        raise FrameError("null value, expected a frame")
+    if len(raw) < 8 or raw[:4] != MAGIC:
+        raise FrameError("not a freshet frame (bad magic)")
+    size = int.from_bytes(raw[4:8], "little")
+    if 8 + size > len(raw):
+        raise FrameError("frame header runs past the end")
+    try:
+        header = _decode_header(raw[8:8 + size])
+    except msgspec.MsgspecError as exc:
+        raise FrameError(f"bad frame header: {exc}") from None
+    n, pos, view = header.n, 8 + size, memoryview(raw)
+    if n < 0:
+        raise FrameError("negative row count")
+    columns: dict[str, Any] = {}
+    for name, kind in header.cols:
+        if kind in _DTYPES:
+            dtype = np.dtype(_DTYPES[kind])
+            end = pos + n * dtype.itemsize
+            if end > len(raw):
+                raise FrameError(f"column {name!r} runs past the end")
+            columns[name] = np.frombuffer(view[pos:end], dtype=dtype).copy()
+            pos = end
+        elif kind in ("str", "bytes"):
+            end = pos + 8 * (n + 1)
+            if end > len(raw):
+                raise FrameError(f"column {name!r} offsets run past the end")
+            offsets = np.frombuffer(view[pos:end], dtype=np.int64)
+            if offsets[0] != 0 or (np.diff(offsets) < 0).any() or end + offsets[-1] > len(raw):
+                raise FrameError(f"column {name!r} has bad offsets")
+            blob = raw[end:end + int(offsets[-1])]
+            cuts = offsets.tolist()
+            items = [blob[a:b] for a, b in itertools.pairwise(cuts)]
+            if kind == "str":
+                try:
+                    columns[name] = [x.decode() for x in items]
+                except UnicodeDecodeError:
+                    raise FrameError(f"column {name!r} is not UTF-8") from None
+            else:
+                columns[name] = items
+            pos = end + int(offsets[-1])
+        else:
+            raise FrameError(f"column {name!r} has unknown kind {kind!r}")
+    if pos != len(raw):
+        raise FrameError(f"{len(raw) - pos} trailing bytes after the frame")
+    return Frame(columns, dict(header.meta))
+
+
+def take(frame: Frame, rows: npt.NDArray[np.int64]) -> Frame:
+    """The frame's rows ``rows`` (same meta).
+
+    >>> take(Frame({"a": np.array([1, 2, 3]), "s": ["x", "y", "z"]}), np.array([2, 0])).columns
+    {'a': array([3, 1]), 's': ['z', 'x']}
+    """
+    out: dict[str, Any] = {}
+    picks = rows.tolist()
+    for name, values in frame.columns.items():
+        out[name] = values[rows] if isinstance(values, np.ndarray) else [values[i] for i in picks]
+    return Frame(out, dict(frame.meta))
+
+
+def concat(frames: Sequence[Frame], names: Mapping[str, Kind]) -> dict[str, Any]:
+    """The columns ``names`` of several frames, one after the other."""
+    out: dict[str, Any] = {}
+    for name, kind in names.items():
+        if kind in _DTYPES:
+            parts = [f.columns[name] for f in frames]
+            out[name] = (np.concatenate(parts).astype(_DTYPES[kind]) if parts
+                         else np.empty(0, dtype=_DTYPES[kind]))
+        else:
+            out[name] = [x for f in frames for x in f.columns[name]]
+    return out

@@ -1,0 +1,158 @@
+"""One item partition: item features behind the items repartition topic.
+
+User partitions forward every accepted event to the partition of its ``item_id``
+(frames of :mod:`engine.frames`, one per user partition per batch). An
+:class:`ItemPartition` applies them to its :class:`~features.table.FeatureTable`,
+whose provenance is (input topic, origin partition): a repartition partition merges
+events of every origin, and each origin's offsets grow on their own. For every
+forwarded prediction it reads the item's features as of that prediction and sends
+them back to the prediction's user partition (``item_snapshots``) for its training
+example: one frame per user partition per batch.
+
+Each forward frame carries its origin's watermark; the item side's watermark (for
+stores that use one) is the minimum over all origins, unknown until every origin
+has spoken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from engine import frames
+from engine.records import META_KEY, Delta, Out, Result, dead_letter
+from engine.users import SOURCES, Counters, split_frames
+from features.batch import NONE, PREDICTIONS
+from features.featureset import FeatureSet
+from features.records import RecordEncoder
+from features.table import FeatureTable
+
+I64 = npt.NDArray[np.int64]
+
+#: The columns of a forward frame.
+FORWARD_COLUMNS: dict[str, frames.Kind] = {
+    "source": "i8", "offset": "i64", "ts": "i64", "item_id": "str", "user_id": "str",
+    "prediction_id": "str",
+}
+
+
+class _Meta(msgspec.Struct):
+    origins: dict[str, int]
+
+
+_encode_meta = msgspec.json.Encoder().encode
+_decode_meta = msgspec.json.Decoder(_Meta).decode
+
+
+class ItemPartition:
+    """The item features of one repartition partition (see the module doc)."""
+
+    def __init__(self, partition: int, items: FeatureSet, partitions: int, snapshots: bool,
+                 counters: Counters, topic: str = "items_repartition",
+                 changelog: bool = True) -> None:
+        self.partition = partition
+        self.changelog = changelog
+        self.items = items
+        self.partitions = partitions
+        self.snapshots = snapshots
+        self.counters = counters
+        self.topic = topic
+        provenances = [f"{s}:{o}" for s in SOURCES for o in range(partitions)]
+        self.table = FeatureTable(items, provenances=len(provenances))
+        self.encoder = RecordEncoder(items, provenances)
+        #: the latest watermark each origin partition sent
+        self.origins: dict[int, int] = {}
+
+    def watermark_ms(self) -> int | None:
+        """The oldest event time any origin can still forward (None: not every one known)."""
+        if len(self.origins) < self.partitions:
+            return None
+        return min(self.origins.values())
+
+    def process(self, records: Sequence[tuple[int, bytes | None]]) -> Result:
+        """Apply forwarded frames ((offset, value) of the repartition topic), in order."""
+        result = Result()
+        good: list[frames.Frame] = []
+        wms: list[int] = []
+        for offset, raw in records:
+            try:
+                frame = frames.decode(raw)
+                origin = int(frame.meta["origin"])
+                for name in FORWARD_COLUMNS:
+                    frame.columns[name]
+                if not 0 <= origin < self.partitions:
+                    raise ValueError(f"origin partition {origin} out of range")
+            except (frames.FrameError, KeyError, ValueError, TypeError) as exc:
+                self.counters.dead_letters += 1
+                result.outputs.append(dead_letter(self.topic, "items_repartition",
+                                                  self.partition, offset, None, raw,
+                                                  f"not a forward frame: {exc}"))
+                continue
+            wm = self.watermark_ms()
+            wms.extend([NONE if wm is None else wm] * len(frame))
+            good.append(frame)
+            sent = frame.meta.get("wm")
+            if isinstance(sent, int) and sent > self.origins.get(origin, sent - 1):
+                self.origins[origin] = sent
+        if not good:
+            return result
+        cols: dict[str, Any] = frames.concat(good, FORWARD_COLUMNS)
+        origin_col = np.concatenate([np.full(len(f), int(f.meta["origin"]), dtype=np.int64)
+                                     for f in good])
+        self._apply(cols, origin_col, np.array(wms, dtype=np.int64), result)
+        result.deltas.append(Delta("item", self.partition, META_KEY, _encode_meta(
+            _Meta({str(k): v for k, v in sorted(self.origins.items())}))))
+        return result
+
+    def _apply(self, cols: dict[str, Any], origin: I64, wm: I64, result: Result) -> None:
+        source = cols["source"].astype(np.int8)
+        items: list[str] = cols["item_id"]
+        rows = self.table.rows_for(items)
+        prov = source.astype(np.int64) * self.partitions + origin
+        is_pred = source == PREDICTIONS
+        fields: dict[str, Any] = {}
+        if "item_id" in self.items.fields:
+            fields["item_id"] = np.array(items, dtype=object)
+        if "user_id" in self.items.fields:
+            fields["user_id"] = np.array(cols["user_id"], dtype=object)
+        out = self.table.apply(rows, cols["ts"], source, prov, cols["offset"],
+                               points=is_pred if self.snapshots else None, watermark=wm,
+                               fields=fields)
+        self.counters.duplicates += out.duplicates
+        ids = self.table.ids
+        touched = [ids[r] for r in out.rows.tolist()]
+        records = self.encoder.records(touched, out.as_of, out.values, out.prov, self.partition)
+        result.outputs.extend(Out("features_item", key.encode(), value)
+                              for key, value in zip(touched, records, strict=True))
+        self.counters.published("item", len(touched))
+        if self.changelog:
+            result.deltas.extend(Delta("item", self.partition, key.encode(), value)
+                                 for key, value in zip(touched, self.table.encode(out.rows),
+                                                       strict=True))
+        if self.snapshots and len(out.points):
+            snaps = self.encoder.snapshots(out.point_as_of, out.point_values, out.point_prov,
+                                           self.partition)
+            back = origin[out.points]
+            pids = cols["prediction_id"]
+            points = out.points.tolist()
+            for target in np.unique(back).tolist():
+                sel = np.flatnonzero(back == target).tolist()
+                frame = frames.Frame({"prediction_id": [pids[points[i]] for i in sel],
+                                      "snapshot": [snaps[i] for i in sel]})
+                for value in split_frames(frame):
+                    result.outputs.append(Out("item_snapshots", None, value, target))
+
+    def restore(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Rebuild from the item changelog's latest value per key (before any input)."""
+        keys, values = [], []
+        for key, value in records:
+            if key == META_KEY:
+                self.origins = {int(k): v for k, v in _decode_meta(value).origins.items()}
+            else:
+                keys.append(key.decode())
+                values.append(value)
+        self.table.load(keys, values)

@@ -1,0 +1,176 @@
+"""Input records (``labels``, ``training-examples``) as typed events, and the output type.
+
+Inputs are the plain dicts freshet publishes. Only final labels are used: a non-final
+record parses to None. A record that breaks the contract raises ValueError naming the
+field. ``served`` (optional, default True) is False for a shadow model's score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Topic = Literal["model-metrics", "model-comparisons", "model-routing", "drift", "retrain-triggers"]
+TOPICS: tuple[Topic, ...] = (
+    "model-metrics", "model-comparisons", "model-routing", "drift", "retrain-triggers",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalOutput:
+    """One record for the caller to publish on ``topic`` under ``key``.
+
+    >>> EvalOutput("model-routing", "routing", {"weights": {"m": 1.0}}).key
+    'routing'
+    >>> EvalOutput("gossip", "k", {})
+    Traceback (most recent call last):
+    ...
+    ValueError: topic must be one of ('model-metrics', 'model-comparisons', 'model-routing', \
+'drift', 'retrain-triggers'), got 'gossip'
+    """
+
+    topic: Topic
+    key: str
+    record: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.topic not in TOPICS:
+            raise ValueError(f"topic must be one of {TOPICS}, got {self.topic!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """A final label: what the evaluator keeps of a ``labels`` record.
+
+    >>> LabelEvent("p1", 1, "m", 0.25, 1, 1_000).served
+    True
+    """
+
+    prediction_id: str
+    label_version: int
+    model_id: str
+    score: float
+    label: int
+    prediction_ts: int
+    served: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleEvent:
+    """A final training example: its label fields and its flattened numeric features.
+
+    >>> ExampleEvent("p1", 1, "m", 0.5, 0, 1_000, True, {"logged.x": 2.0}).features
+    {'logged.x': 2.0}
+    """
+
+    prediction_id: str
+    label_version: int
+    model_id: str
+    score: float
+    label: int
+    prediction_ts: int
+    served: bool
+    features: dict[str, float]
+
+
+def _str(rec: dict[str, Any], name: str) -> str:
+    value = rec.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"field '{name}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(rec: dict[str, Any], name: str) -> int:
+    value = rec.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"field '{name}' must be an integer, got {value!r}")
+    return value
+
+
+def _bool(rec: dict[str, Any], name: str, default: bool | None = None) -> bool:
+    value = rec.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"field '{name}' must be a bool, got {value!r}")
+    return value
+
+
+def _common(rec: dict[str, Any]) -> tuple[str, int, str, float, int, int, bool] | None:
+    if not isinstance(rec, dict):
+        raise ValueError(f"record must be a dict, got {type(rec).__name__}")
+    if not _bool(rec, "final"):
+        return None
+    score = rec.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not (
+        math.isfinite(score) and 0.0 <= score <= 1.0
+    ):
+        raise ValueError(f"field 'score' must be a number in [0, 1], got {score!r}")
+    label = rec.get("label")
+    if label not in (0, 1) or isinstance(label, float):
+        raise ValueError(f"field 'label' must be 0 or 1, got {label!r}")
+    return (_str(rec, "prediction_id"), _int(rec, "label_version"), _str(rec, "model_id"),
+            float(score), int(label), _int(rec, "prediction_ts"), _bool(rec, "served", True))
+
+
+def parse_label(rec: dict[str, Any]) -> LabelEvent | None:
+    """The :class:`LabelEvent` of a ``labels`` record; None when it is not final.
+
+    >>> rec = {"prediction_id": "p", "label_version": 1, "model_id": "m", "score": 0.5,
+    ...        "label": 1, "prediction_ts": 10, "final": True}
+    >>> parse_label(rec).label, parse_label({**rec, "final": False})
+    (1, None)
+    >>> parse_label({**rec, "score": 2})
+    Traceback (most recent call last):
+    ...
+    ValueError: field 'score' must be a number in [0, 1], got 2
+    """
+    common = _common(rec)
+    return None if common is None else LabelEvent(*common)
+
+
+def _numeric(value: object) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value))
+
+
+def flatten_features(rec: dict[str, Any]) -> dict[str, float]:
+    """Numeric features of a training example: ``logged.<name>``, ``user.<name>``, ``item.<name>``.
+
+    ``logged`` are the values the model logged (``features``); ``user``/``item`` are
+    freshet's point-in-time values (``freshet_features[side]["features"]``). Null,
+    boolean, non-finite and non-numeric values are skipped; a missing side is skipped.
+
+    >>> flatten_features({"features": {"x": 1, "tag": "a", "b": True},
+    ...                   "freshet_features": {"user": {"features": {"clicks_1h": 3,
+    ...                                                             "age": None}},
+    ...                                        "item": None}})
+    {'logged.x': 1.0, 'user.clicks_1h': 3.0}
+    """
+    out: dict[str, float] = {}
+    logged = rec.get("features")
+    if isinstance(logged, dict):
+        for name, value in logged.items():
+            if _numeric(value):
+                out[f"logged.{name}"] = float(value)
+    freshet = rec.get("freshet_features")
+    if isinstance(freshet, dict):
+        for side in ("user", "item"):
+            snap = freshet.get(side)
+            values = snap.get("features") if isinstance(snap, dict) else None
+            if isinstance(values, dict):
+                for name, value in values.items():
+                    if _numeric(value):
+                        out[f"{side}.{name}"] = float(value)
+    return out
+
+
+def parse_example(rec: dict[str, Any]) -> ExampleEvent | None:
+    """The :class:`ExampleEvent` of a ``training-examples`` record; None when not final.
+
+    >>> rec = {"prediction_id": "p", "label_version": 1, "model_id": "m", "score": 0.5,
+    ...        "label": 0, "prediction_ts": 10, "final": True, "features": {"x": 2}}
+    >>> parse_example(rec).features
+    {'logged.x': 2.0}
+    """
+    common = _common(rec)
+    return None if common is None else ExampleEvent(*common, flatten_features(rec))
