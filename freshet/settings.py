@@ -76,6 +76,11 @@ class Settings:
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000
     worker_id: str = ""
+    #: librdkafka debug contexts for every client, e.g. "eos,cgrp" (diagnosis only)
+    kafka_debug: str = ""
+    #: testing aid: wait this long between producing a batch and committing it, so that
+    #: a fault injected then (a SIGKILL) lands inside an open transaction
+    debug_commit_delay_ms: int = 0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
@@ -130,6 +135,8 @@ class Settings:
              "must be between 6000 and 300000 (the broker's group session limits)")
         need(1_000 <= self.transaction_timeout_ms <= 900_000, "TRANSACTION_TIMEOUT_MS",
              "must be 1000..900000 (the broker's transaction.max.timeout.ms is 900000)")
+        need(0 <= self.debug_commit_delay_ms <= 60_000, "DEBUG_COMMIT_DELAY_MS",
+             "must be 0..60000 (a testing aid; leave it at 0)")
         need(re.fullmatch(r"[A-Za-z0-9._-]{0,100}", self.worker_id) is not None, "WORKER_ID",
              f"{self.worker_id!r} must be up to 100 of letters, digits, '.', '_' or '-'")
         if self.catalog:
@@ -183,19 +190,26 @@ class Settings:
             return [f"FRESHET_CATALOG: {exc}"]
         return []
 
+    def worker_instance(self) -> str:
+        """This worker's identity: ``FRESHET_WORKER_ID``, else host and data folder.
+
+        Stable across its restarts, unique per worker (each worker has its own data
+        folder). It is the group's static member id and part of the transactional id.
+        """
+        import hashlib
+        import socket
+
+        return self.worker_id or hashlib.sha1(
+            f"{socket.gethostname()}:{self.data_dir.resolve()}".encode(),
+            usedforsecurity=False).hexdigest()[:12]
+
     def transactional_id(self) -> str:
         """This worker's transactional id: stable across its restarts, unique per worker.
 
         A restarted worker with the same id fences its dead predecessor at once (its
         open transaction is aborted), so consumers never wait for it to time out.
         """
-        import hashlib
-        import socket
-
-        worker = self.worker_id or hashlib.sha1(
-            f"{socket.gethostname()}:{self.data_dir.resolve()}".encode(),
-            usedforsecurity=False).hexdigest()[:12]
-        return f"{self.app_id}-{worker}"
+        return f"{self.app_id}-{self.worker_instance()}"
 
     def topic(self, logical: str) -> str:
         """The broker topic name for a logical topic (prefix applied)."""
@@ -253,6 +267,7 @@ _ENV_NAMES = {
     "sasl_username": "KAFKA_SASL_USERNAME",
     "sasl_password": "KAFKA_SASL_PASSWORD",
     "ssl_cafile": "KAFKA_SSL_CAFILE",
+    "kafka_debug": "KAFKA_DEBUG",
 }
 
 

@@ -6,8 +6,8 @@ which ``freshet worker`` also runs), the web server (read path, ``/metrics``,
 stream caps at ~5-11k events/s here, its committed offsets can run ahead of
 durable state and its windowed tables close on the wall clock. The engine loop
 (:class:`streams.worker.Worker`) runs in its own thread with confluent-kafka
-consumers and one transaction per batch. Faust's own consumer joins a group of its
-own (``<app id>-faust``) with nothing to read, so the two never share a group.
+consumers and one transaction per batch. The Faust app runs in producer-only mode:
+no Faust consumer, so nothing of Faust's joins a consumer group.
 
 There is no import-time app: ``faust -A streams.app worker`` reaches the module
 attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
@@ -69,6 +69,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     shutil.rmtree(datadir, ignore_errors=True)  # Faust keeps nothing worth resuming
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.app_id}-faust", **faust_config(settings))
+    # no Faust consumer: nothing of Faust's joins a group, and the engine starts at once
+    # instead of after a Faust rebalance (which waits out a dead predecessor's session)
+    app.producer_only = True
     worker = Worker(settings, catalog)
     app.freshet_worker = worker  # type: ignore[attr-defined]
 

@@ -25,7 +25,10 @@ _QUIET: Final = {"log_level": 4}  # warning and worse
 
 def base(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by every client (security included)."""
-    return {**settings.kafka_client_config(), "logger": log, **_QUIET}
+    conf: dict[str, Any] = {**settings.kafka_client_config(), "logger": log, **_QUIET}
+    if settings.kafka_debug:
+        conf.update({"debug": settings.kafka_debug, "log_level": 7})
+    return conf
 
 
 def group_consumer(settings: Settings) -> dict[str, Any]:
@@ -34,6 +37,9 @@ def group_consumer(settings: Settings) -> dict[str, Any]:
         **base(settings),
         "group.id": settings.app_id,
         "client.id": f"{settings.app_id}-worker",
+        # static membership: a restarted worker takes its partitions back at once
+        # instead of waiting for its dead predecessor's session to time out
+        "group.instance.id": settings.worker_instance(),
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -73,6 +79,8 @@ def restore_consumer(settings: Settings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "fetch.queue.backoff.ms": 10,
+        # an empty (or fully read) partition answers at once, not after 500 ms
+        "fetch.wait.max.ms": 10,
     }
 
 

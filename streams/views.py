@@ -48,6 +48,7 @@ def stats(worker: Worker) -> dict[str, Any]:
         "transactions": getattr(getattr(worker, "txn", None), "commits", 0),
         "aborted_transactions": worker.aborts, "restored_partitions": worker.restores,
         "owned": worker.owned(), "watermarks": watermarks, "running": worker.running,
+        "awaiting_commit": getattr(getattr(worker, "txn", None), "awaiting_commit", False),
     }
 
 

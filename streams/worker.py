@@ -108,6 +108,7 @@ class Worker:
         self.items: dict[int, ItemPartition] = {}
         self.restores = 0
         self.aborts = 0
+
         self._assigned: set[tuple[str, int]] = set()
         self._to_restore: set[tuple[str, int]] = set()
         self._follow_add: set[int] = set()
@@ -151,7 +152,11 @@ class Worker:
     def run(self) -> None:
         """The loop (see the module doc); returns when :meth:`stop` is called."""
         s = self.settings
-        self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs)
+        started = time.monotonic()
+        self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
+                                commit_delay_s=s.debug_commit_delay_ms / 1000.0)
+        log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
+                 time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
         self.follower = Consumer(kafka.follower_consumer(s))
         topics = [self.names["predictions"]]
