@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -29,8 +29,7 @@ META_KEY: Final = b"\xff\xffmeta"
 MAX_FRAME_BYTES: Final = 512 * 1024
 
 
-@dataclass(slots=True)
-class Out:
+class Out(NamedTuple):
     """A record to publish on a logical topic (partition None: by key)."""
 
     topic: str
@@ -39,8 +38,7 @@ class Out:
     partition: int | None = None
 
 
-@dataclass(slots=True)
-class Delta:
+class Delta(NamedTuple):
     """A changelog record of one state of one partition (value None: delete the key)."""
 
     state: StateName

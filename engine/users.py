@@ -269,10 +269,11 @@ class UserPartition:
         engine = self.labels
         if engine is None:
             return
-        for o in engine.take_outputs():
-            topic = LABEL_ROUTES[o.kind]
+        routes, append = LABEL_ROUTES, result.outputs.append
+        for kind, key, value in engine.take_outputs():
+            topic = routes[kind]
             if topic is not None:
-                result.outputs.append(Out(topic, o.key.encode(), o.value))
+                append(Out(topic, key.encode(), value))
         if self.changelog:
             result.deltas.extend(Delta("label", self.partition, key, value)
                                  for key, value in engine.take_deltas())

@@ -137,6 +137,9 @@ def decode_prediction_in(raw: bytes | None) -> PredictionIn:
             rec.features = msgspec.UNSET
         elif not body.startswith(b"{"):
             raise ContractError("field 'features' must be an object")
+        elif b"\n" in body or b"\r" in body:
+            # kept raw, it goes into JSON lines: re-encoded without line breaks
+            rec.features = msgspec.Raw(encode(msgspec.json.decode(body)))
     if b"\\u" in data:  # an escape could be a lone surrogate, which msgspec lets through
         for text in (rec.prediction_id, rec.request_id, rec.user_id, rec.item_id,
                      rec.model_id):

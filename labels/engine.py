@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -84,8 +84,7 @@ _CLOSE_KIND = {"wait": "negative", MODE_EARLY_NEGATIVE: "negative",
 _POSITIVE_KIND = {"wait": "positive", MODE_EARLY_NEGATIVE: "late_positive"}
 
 
-@dataclass(frozen=True, slots=True)
-class LabelOutput:
+class LabelOutput(NamedTuple):
     """One record for the caller to publish (or count), by kind; ``key`` is its record key."""
 
     kind: OutputKind
@@ -156,12 +155,14 @@ class LabelEngine:
     # -- outputs --------------------------------------------------------------------
 
     def _out(self, kind: OutputKind, key: str, value: bytes) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
         self._outputs.append(LabelOutput(kind, key, value))
 
     def take_outputs(self) -> list[LabelOutput]:
         """The records produced since the last call, in the order they were made."""
         out, self._outputs = self._outputs, []
+        counts = self.counts
+        for kind in [o.kind for o in out]:
+            counts[kind] = counts.get(kind, 0) + 1
         return out
 
     # -- predictions ----------------------------------------------------------------
@@ -237,6 +238,9 @@ class LabelEngine:
         """Set each row's next deadline from its state and put it on the wheel."""
         if len(rows) == 0:
             return
+        if len(rows) == 1:
+            self._schedule_one(int(rows[0]))
+            return
         cfg, table = self.config, self.table
         ts = table.ts[rows]
         final = table.final[rows]
@@ -250,6 +254,19 @@ class LabelEngine:
         table.due[rows] = due
         table.due_kind[rows] = kind
         self.wheel.add(rows, due)
+
+    def _schedule_one(self, row: int) -> None:
+        cfg, table = self.config, self.table
+        ts = int(table.ts[row])
+        if table.final[row]:
+            kind, due = FORGET, ts + cfg.window_ms + cfg.late_horizon_ms + cfg.skew_ms
+        elif cfg.mode == MODE_OBSERVE_THEN_CORRECT and not table.observed[row]:
+            kind, due = OBSERVE, ts + cfg.observe_ms + cfg.skew_ms
+        else:
+            kind, due = CLOSE, ts + cfg.window_ms + cfg.skew_ms
+        table.due[row] = due
+        table.due_kind[row] = kind
+        self.wheel.add_one(row, due)
 
     # -- clicks ---------------------------------------------------------------------
 

@@ -85,6 +85,16 @@ class DeadlineWheel:
                 bisect.insort(self._keys, b)
             self._buckets[b].append((rows[part], due[part]))
 
+    def add_one(self, row: int, due: int) -> None:
+        """Schedule one row (the per-click path: no numpy sorting for a single entry)."""
+        b = due // self.bucket_ms
+        if b not in self._buckets:
+            import bisect
+
+            bisect.insort(self._keys, b)
+        self._buckets[b].append((np.array([row], dtype=np.int64),
+                                 np.array([due], dtype=np.int64)))
+
     def pop(self, current_due: I64, watermark_ms: int) -> I64:
         """Rows still scheduled (``current_due[row]`` = their due) with due <= watermark."""
         out: list[I64] = []

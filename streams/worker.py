@@ -56,27 +56,48 @@ def partitioner(partitions: int) -> Callable[[str], int]:
 
 @dataclass(slots=True)
 class BatchSizes:
-    """Events per processed batch: how the worker sized them (backlog vs caught up)."""
+    """Events per processed batch (how the worker sized them: backlog vs caught up), the
+    time a batch spent being processed and committed, and when input first came."""
 
     batches: int = 0
     events: int = 0
     smallest: int | None = None
     largest: int = 0
     last: int = 0
+    #: wall-clock seconds when the first batch with input began, and the last one ended
+    first_started: float | None = None
+    last_ended: float | None = None
+    #: recent (process, commit) durations in ms
+    recent: list[tuple[float, float]] = field(default_factory=list)
 
-    def add(self, n: int) -> None:
-        """Count a batch of ``n`` input records."""
+    def add(self, n: int, started: float, processed: float, committed: float) -> None:
+        """Count a batch of ``n`` input records (wall-clock seconds of its three steps)."""
         self.batches += 1
         self.events += n
         self.last = n
         self.largest = max(self.largest, n)
         self.smallest = n if self.smallest is None else min(self.smallest, n)
+        if self.first_started is None:
+            self.first_started = started
+        self.last_ended = committed
+        self.recent.append(((processed - started) * 1000, (committed - processed) * 1000))
+        if len(self.recent) > 1000:
+            del self.recent[:500]
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         mean = self.events / self.batches if self.batches else None
+
+        def p(values: list[float], q: float) -> float | None:
+            return sorted(values)[int(q * (len(values) - 1))] if values else None
+
+        process = [a for a, _ in self.recent]
+        commit = [b for _, b in self.recent]
         return {"batches": self.batches, "min": self.smallest, "max": self.largest,
-                "mean": mean, "last": self.last}
+                "mean": mean, "last": self.last, "first_started": self.first_started,
+                "last_ended": self.last_ended, "process_ms_p50": p(process, 0.5),
+                "process_ms_p99": p(process, 0.99), "commit_ms_p50": p(commit, 0.5),
+                "commit_ms_p99": p(commit, 0.99)}
 
 
 @dataclass(slots=True)
@@ -322,7 +343,8 @@ class Worker:
         return caught_up
 
     def _process(self, pending: _Pending, idle: bool, report: bool) -> None:
-        now_ms = int(time.time() * 1000)
+        started = time.time()
+        now_ms = int(started * 1000)
         result = Result()
         with self.lock:
             for p, recs in sorted(pending.users.items()):
@@ -341,8 +363,7 @@ class Worker:
                                                     self._caught_up(p)))
             if report:
                 result.outputs.extend(label_reports(list(self.users.values())))
-        if pending.count:
-            self.batch_sizes.add(pending.count)
+        processed = time.time()
         if not pending.count and not result.outputs and not result.deltas:
             return
         try:
@@ -350,6 +371,9 @@ class Worker:
                             self.group.consumer_group_metadata())
         except TransactionAborted:
             self._reset()
+            return
+        if pending.count:
+            self.batch_sizes.add(pending.count, started, processed, time.time())
 
     # -- reads for the web server -----------------------------------------------------
 
