@@ -14,7 +14,6 @@ letter instead of a crash.
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal

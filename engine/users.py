@@ -97,8 +97,10 @@ class UserPartition:
     def __init__(self, partition: int, users: FeatureSet, labels: LabelConfig | None,
                  allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
                  counters: Counters, topics: tuple[str, str] = SOURCES,
-                 changelog: bool = True) -> None:
+                 changelog: bool = True, check_keys: bool = False) -> None:
         self.partition = partition
+        #: dead-letter records whose Kafka key is not their user_id (live inputs)
+        self.check_keys = check_keys
         self.users = users
         self.changelog = changelog
         self.table = FeatureTable(users, provenances=2)
@@ -157,6 +159,9 @@ class UserPartition:
                                                  else decode_click_in(value))
             except ContractError as exc:
                 self._dead(result, batch, i, exc.reason)
+                continue
+            if self.check_keys and batch.keys[i] != event.user_id.encode():
+                self._dead(result, batch, i, _key_reason(batch.keys[i]))
                 continue
             dec.index.append(i)
             dec.source.append(src)
@@ -433,3 +438,16 @@ def split_frames(frame: frames.Frame, limit: int = MAX_FRAME_BYTES) -> list[byte
     rest = np.arange(n // 2, n, dtype=np.int64)
     return (split_frames(frames.take(frame, half), limit)
             + split_frames(frames.take(frame, rest), limit))
+
+
+def _key_reason(key: bytes | None) -> str:
+    """Why a record's key makes it unusable (inputs are keyed by ``user_id``).
+
+    >>> _key_reason(None)
+    'null key: clicks and predictions must be keyed by their user_id'
+    """
+    if key is None:
+        return "null key: clicks and predictions must be keyed by their user_id"
+    shown = key[:64].decode("utf-8", "backslashreplace")
+    return (f"key {shown!r} is not the record's user_id: clicks and predictions must be "
+            "keyed by their user_id (so that a user's events share a partition)")

@@ -64,10 +64,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from freshet.topics import create_topics
     from streams.app import create_app
+    from streams.startup import StartupError, prepare_worker
 
     settings = _settings()
+    try:
+        lock = prepare_worker(settings)  # the data folder is ours, the broker answers
+    except StartupError as exc:
+        raise SystemExit(f"freshet worker: {exc}") from None
     create_topics(settings)  # idempotent: inputs, outputs and the app's internal topics
     app = create_app(settings)
+    app.freshet_lock = lock  # type: ignore[attr-defined]  # held while the process lives
     level = (args.loglevel or settings.log_level).lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # Faust's names
     sys.argv = ["freshet", "worker", "--loglevel", level]

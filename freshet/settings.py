@@ -65,6 +65,7 @@ class Settings:
     ctr_prior_non_clicks: float = 19.0
     catalog: str = ""
     store: str = "rocksdb"
+    checkpoint_interval_ms: int = 60_000
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"
@@ -74,6 +75,7 @@ class Settings:
     batch_max_events: int = 20_000
     linger_ms: int = 5
     session_timeout_ms: int = 10_000
+    broker_wait_ms: int = 60_000
     transaction_timeout_ms: int = 10_000
     worker_id: str = ""
     #: librdkafka debug contexts for every client, e.g. "eos,cgrp" (diagnosis only)
@@ -125,12 +127,16 @@ class Settings:
         need(self.ctr_prior_clicks + self.ctr_prior_non_clicks > 0, "CTR_PRIOR_NON_CLICKS",
              "the two CTR priors must not both be 0")
         need(self.store in STORES, "STORE", f"must be one of {STORES}")
+        need(1_000 <= self.checkpoint_interval_ms <= 86_400_000, "CHECKPOINT_INTERVAL_MS",
+             "must be 1000..86400000 (ms between local checkpoints of each partition)")
         need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         need(1 <= self.commit_interval_ms <= 60_000, "COMMIT_INTERVAL_MS",
              "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
         need(1 <= self.batch_max_events <= 1_000_000, "BATCH_MAX_EVENTS",
              "must be 1..1000000 (records per batch, and so per transaction)")
         need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")
+        need(1_000 <= self.broker_wait_ms <= 3_600_000, "BROKER_WAIT_MS",
+             "must be 1000..3600000 (ms a starting worker waits for the broker to answer)")
         need(6_000 <= self.session_timeout_ms <= 300_000, "SESSION_TIMEOUT_MS",
              "must be between 6000 and 300000 (the broker's group session limits)")
         need(1_000 <= self.transaction_timeout_ms <= 900_000, "TRANSACTION_TIMEOUT_MS",

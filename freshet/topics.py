@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from freshet.settings import COMPACTED_TOPICS, DEFAULT_TOPICS, Settings
 
@@ -44,11 +44,15 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         specs.append(NewTopic(internal_topic(settings, suffix), num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor))
     for name in state_topics(settings):
-        # compacted: the latest value per key is the state; tombstones go after a day
+        # compacted: the latest value per key is the state; tombstones go after a day.
+        # Deltas rewrite hot keys every batch, and only closed segments are compacted:
+        # segments roll hourly (or at 64 MiB) so the log stays near the state's size.
         specs.append(NewTopic(name, num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor,
                               config={"cleanup.policy": "compact",
-                                      "delete.retention.ms": "86400000"}))
+                                      "delete.retention.ms": "86400000",
+                                      "segment.ms": "3600000",
+                                      "segment.bytes": str(64 * 1024 * 1024)}))
     return specs
 
 

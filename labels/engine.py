@@ -581,30 +581,37 @@ class LabelEngine:
         for pid in self._forgotten:
             out.append((PREDICTION_KEY + pid.encode(), None))
         for row in sorted(self._dirty):
-            if not table.live[row]:
-                continue
-            click_ts = int(table.click_ts[row])
-            stored = StoredPrediction(
-                table.pid[row], table.request_id[row], table.user_id[row],
-                table.item_id[row], table.model_id[row], float(table.score[row]),
-                int(table.ts[row]), bool(table.served[row]), _raw(b"{" + table.fields_json[row]
-                                                                   + b"}"),
-                _raw_or_none(table.user_snapshot[row]), _raw_or_none(table.item_snapshot[row]),
-                _raw_or_none(_braced(table.waiting[row])),
-                bool(table.final[row]), int(table.label[row]), int(table.version[row]),
-                bool(table.observed[row]), None if click_ts == NONE else click_ts,
-                int(table.extra[row]), int(table.late[row]))
-            out.append((PREDICTION_KEY + table.pid[row].encode(), encode(stored)))
+            if table.live[row]:
+                out.append(self._encode_row(row))
         for seq in sorted(self._held_dirty):
-            key = HELD_KEY + seq.to_bytes(8, "big")
             held = self._held.get(seq)
-            out.append((key, None if held is None
-                        else encode(StoredHeld(seq, held.due_ms, _raw(held.json)))))
+            out.append(self._encode_held(seq) if held is not None
+                       else (HELD_KEY + seq.to_bytes(8, "big"), None))
         if self._meta_dirty:
             out.append((META_KEY, str(self._next_held).encode()))
         self._forgotten, self._dirty, self._held_dirty = [], set(), set()
         self._meta_dirty = False
         return out
+
+    def _encode_row(self, row: int) -> tuple[bytes, bytes]:
+        table = self.table
+        click_ts = int(table.click_ts[row])
+        stored = StoredPrediction(
+            table.pid[row], table.request_id[row], table.user_id[row],
+            table.item_id[row], table.model_id[row], float(table.score[row]),
+            int(table.ts[row]), bool(table.served[row]),
+            _raw(b"{" + table.fields_json[row] + b"}"),
+            _raw_or_none(table.user_snapshot[row]), _raw_or_none(table.item_snapshot[row]),
+            _raw_or_none(_braced(table.waiting[row])),
+            bool(table.final[row]), int(table.label[row]), int(table.version[row]),
+            bool(table.observed[row]), None if click_ts == NONE else click_ts,
+            int(table.extra[row]), int(table.late[row]))
+        return PREDICTION_KEY + table.pid[row].encode(), encode(stored)
+
+    def _encode_held(self, seq: int) -> tuple[bytes, bytes]:
+        held = self._held[seq]
+        return (HELD_KEY + seq.to_bytes(8, "big"),
+                encode(StoredHeld(seq, held.due_ms, _raw(held.json))))
 
     def restore(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Rebuild the state from the changelog's latest value per key (no tombstones)."""

@@ -64,7 +64,11 @@ def _ssl_context(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
-    """A Faust app whose start runs a freshet worker loop, with the web views."""
+    """A Faust app whose start runs a freshet worker loop, with the web views.
+
+    The caller holds the data folder's lock (:func:`streams.startup.prepare_worker`):
+    this removes Faust's folder in it.
+    """
     datadir = settings.data_dir / "faust" / settings.app_id
     shutil.rmtree(datadir, ignore_errors=True)  # Faust keeps nothing worth resuming
     datadir.mkdir(parents=True, exist_ok=True)
@@ -103,9 +107,12 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             from freshet.topics import create_topics
+            from streams.startup import prepare_worker
 
             settings = Settings.from_env()
-            create_topics(settings)  # as `freshet worker` does
+            lock = prepare_worker(settings)  # as `freshet worker` does
+            create_topics(settings)
             _app = create_app(settings)
+            _app.freshet_lock = lock  # type: ignore[attr-defined]
         return _app
     raise AttributeError(name)

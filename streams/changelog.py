@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -23,34 +24,53 @@ class RestoreError(RuntimeError):
     """A changelog could not be read to its end in time."""
 
 
+@dataclass
+class Restored:
+    """Changelog partitions read to their end."""
+
+    #: latest value per key
+    states: dict[tuple[str, int], dict[bytes, bytes]]
+    #: the offset each partition was read to (its last stable offset then)
+    ends: dict[tuple[str, int], int]
+    #: keys whose value was read from the log (not from the given start state)
+    changed: dict[tuple[str, int], set[bytes]]
+    records: int
+
+
 def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
-                    timeout_s: float = 300.0) -> dict[tuple[str, int], dict[bytes, bytes]]:
+                    timeout_s: float = 300.0,
+                    start: Mapping[tuple[str, int], tuple[dict[bytes, bytes], int]]
+                    | None = None) -> Restored:
     """The latest value per key of each (topic, partition), read to its end.
 
     ``config`` is a read_committed consumer configuration with
     ``enable.partition.eof`` (:func:`streams.kafka.restore_consumer`): the end of a
     partition is its last stable offset, so records of a transaction still open (a
-    dead worker's) are not read.
+    dead worker's) are not read. ``start`` gives, for some parts, a state to start
+    from and the offset to read on from (the local store's).
     """
-    latest: dict[tuple[str, int], dict[bytes, bytes]] = {tp: {} for tp in parts}
+    start = start or {}
+    out = Restored({tp: dict(start[tp][0]) if tp in start else {} for tp in parts}, {},
+                   {tp: set() for tp in parts}, 0)
     if not parts:
-        return latest
+        return out
     consumer = Consumer(config)
     pending = set(parts)
     started = time.monotonic()
-    records = 0
     try:
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        consumer.assign([TopicPartition(t, p, start[(t, p)][1] if (t, p) in start
+                                        else OFFSET_BEGINNING) for t, p in parts])
         while pending:
             if time.monotonic() - started > timeout_s:
                 raise RestoreError(f"changelogs {sorted(pending)} not read to their end in "
                                    f"{timeout_s:.0f} s")
-            for msg in consumer.consume(num_messages=20_000, timeout=0.5):
+            for msg in consumer.consume(num_messages=20_000, timeout=0.1):
                 err = msg.error()
-                tp = (msg.topic(), msg.partition())
+                tp = (str(msg.topic()), int(msg.partition() or 0))
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(tp)
+                        out.ends[tp] = int(msg.offset() or 0)
                     else:
                         log.warning("reading changelog %s[%s]: %s", *tp, err)
                     continue
@@ -58,15 +78,17 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
                 if key is None:
                     continue
                 value = msg.value()
-                state = latest[tp]
+                state = out.states[tp]
                 if value is None:
                     state.pop(key, None)
                 else:
                     state[key] = value
-                records += 1
+                out.changed[tp].add(key)
+                out.records += 1
     finally:
         consumer.close()
-    log.info("restored %d keys of %s from %d changelog records in %.2f s",
-             sum(len(v) for v in latest.values()), ", ".join(f"{t}[{p}]" for t, p in parts),
-             records, time.monotonic() - started)
-    return latest
+    log.info("restored %d keys of %d changelog partitions (%d from the local store) "
+             "reading %d changelog records in %.2f s",
+             sum(len(v) for v in out.states.values()), len(parts), len(start), out.records,
+             time.monotonic() - started)
+    return out

@@ -16,8 +16,13 @@ from features.catalog import Catalog
 from freshet.settings import Settings
 from freshet.topics import internal_topic
 from labels.config import LabelConfig
+from streams.routing import client_id
+from streams.startup import ErrorThrottle, RepeatFilter
 
 log = logging.getLogger("freshet.kafka")
+log.addFilter(RepeatFilter())
+#: client errors (e.g. a broker that does not answer), one line per kind a period
+_errors = ErrorThrottle(log)
 
 #: librdkafka log lines above this level go to the ``freshet.kafka`` logger.
 _QUIET: Final = {"log_level": 4}  # warning and worse
@@ -25,7 +30,8 @@ _QUIET: Final = {"log_level": 4}  # warning and worse
 
 def base(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by every client (security included)."""
-    conf: dict[str, Any] = {**settings.kafka_client_config(), "logger": log, **_QUIET}
+    conf: dict[str, Any] = {**settings.kafka_client_config(), "logger": log,
+                            "error_cb": _errors, **_QUIET}
     if settings.kafka_debug:
         conf.update({"debug": settings.kafka_debug, "log_level": 7})
     return conf
@@ -36,7 +42,9 @@ def group_consumer(settings: Settings) -> dict[str, Any]:
     return {
         **base(settings),
         "group.id": settings.app_id,
-        "client.id": f"{settings.app_id}-worker",
+        # carries the read-path address: any worker finds a key's owner (streams.routing)
+        "client.id": client_id(settings.app_id, f"{settings.web_host}:{settings.web_port}"
+                               if settings.web_enabled else None),
         # static membership: a restarted worker takes its partitions back at once
         # instead of waiting for its dead predecessor's session to time out
         "group.instance.id": settings.worker_instance(),
@@ -101,6 +109,11 @@ def transactional_producer(settings: Settings) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "message.max.bytes": 1_048_576,
     }
+
+
+def admin_client(settings: Settings) -> dict[str, Any]:
+    """An AdminClient (describing the worker group for the read path)."""
+    return base(settings)
 
 
 def label_state_name(config: LabelConfig) -> str:

@@ -37,6 +37,7 @@ from features.records import RecordEncoder
 from freshet.settings import Settings
 from streams import kafka
 from streams.changelog import read_changelogs
+from streams.checkpoints import LocalStore, Part, now_ms
 from streams.transactions import TransactionAborted, Transactions
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,13 @@ class Worker:
         self.items: dict[int, ItemPartition] = {}
         self.restores = 0
         self.aborts = 0
+        self.local: LocalStore | None = None  # opened by run() (FRESHET_STORE=rocksdb)
+        self._last_mark = time.monotonic()
+        #: changelog records written to / read from the local store and changelogs
+        self.local_writes = 0
+        self.changelog_records_read = 0
+        #: changelog partitions restored from the local store (plus the log after it)
+        self.local_restores = 0
 
         self._assigned: set[tuple[str, int]] = set()
         self._to_restore: set[tuple[str, int]] = set()
@@ -138,6 +146,10 @@ class Worker:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.running = False
+        #: the group has assigned this worker its partitions at least once
+        self.joined = False
+        #: records not yet read per assigned input partition (None until known)
+        self.lag: dict[tuple[str, int], int] | None = None
         self._encoders = {"user": RecordEncoder(self.catalog.user, ("clicks", "predictions")),
                           "item": RecordEncoder(self.catalog.item, [
                               f"{s}:{o}" for s in ("clicks", "predictions")
@@ -174,6 +186,11 @@ class Worker:
         """The loop (see the module doc); returns when :meth:`stop` is called."""
         s = self.settings
         started = time.monotonic()
+        if s.store == "rocksdb":
+            self.local = LocalStore(s.data_dir / "state" / s.app_id)
+        # an idle client for offset queries (the group consumer's connection is busy
+        # with long-polling fetches, which delay any other request on it)
+        self.meta = Consumer(kafka.restore_consumer(s))
         self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
                                 commit_delay_s=s.debug_commit_delay_ms / 1000.0)
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
@@ -188,6 +205,7 @@ class Worker:
         self.running = True
         last_idle = last_report = time.monotonic()
         idle_every = min(1.0, max(0.05, s.idle_advance_ms / 4000))
+        clean = False
         try:
             while not self._stop.is_set():
                 pending = self._collect()
@@ -198,15 +216,23 @@ class Worker:
                     self._process(pending, idle, report)
                     last_idle = now if idle else last_idle
                     last_report = now if report else last_report
+            clean = True
         finally:
             self.running = False
+            if clean:
+                self._mark()  # a clean stop: the next start reads no changelog
             self.group.close()  # leaves the group: its partitions move at once
             self.follower.close()
             self.txn.close()
+            self.meta.close()
+            if self.local is not None:
+                self.local.close()
 
     # -- assignment -------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.joined = True
+        self.lag = None
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._to_restore.add((tp.topic, tp.partition))
@@ -216,6 +242,8 @@ class Worker:
         log.info("assigned %s", _tps(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.lag = None
+        self._mark({(tp.topic, tp.partition) for tp in partitions})
         with self.lock:
             for tp in partitions:
                 self._assigned.discard((tp.topic, tp.partition))
@@ -258,7 +286,11 @@ class Worker:
         if self.label_config is not None:
             parts += [(self.changelogs["label"], p) for p in users]
         parts += [(self.changelogs["item"], q) for q in items]
-        states = read_changelogs(kafka.restore_consumer(s), parts)
+        start = self._local_states(parts)
+        restored = read_changelogs(kafka.restore_consumer(s), parts, start=start)
+        self.changelog_records_read += restored.records
+        self.local_restores += len(start)
+        states = restored.states
         with self.lock:
             for p in users:
                 part = self._new_user(p)
@@ -272,12 +304,65 @@ class Worker:
                 self.items[q] = item
         self.restores += len(users) + len(items)
         self._to_restore.clear()
+        if self.local is not None:
+            now = now_ms()
+            for clog in parts:
+                end = restored.ends.get(clog)
+                if end is None:
+                    continue
+                if clog in start:  # the store had it up to its mark: add what came since
+                    state = restored.states[clog]
+                    self.local.apply((clog, k, state.get(k)) for k in restored.changed[clog])
+                    self.local.mark({clog: end}, now)
+                else:
+                    self.local.replace(clog, restored.states[clog], end, now)
+
+    def _local_states(self, parts: list[Part]) -> dict[Part, tuple[dict[bytes, bytes], int]]:
+        """Usable local states of changelog partitions: (state, offset to read on from)."""
+        if self.local is None:
+            return {}
+        out = {}
+        for part in parts:
+            found = self.local.load(part, now_ms())
+            if found is None:
+                continue
+            low, high = self.meta.get_watermark_offsets(TopicPartition(*part), timeout=10)
+            if low <= found[1] <= high:
+                out[part] = found
+            else:
+                log.info("the local state of %s[%d] (offset %d) is outside the log [%d, %d]: "
+                         "rebuilt from the changelog", part[0], part[1], found[1], low, high)
+        return out
+
+    def _owned_changelogs(self) -> list[tuple[Part, Part]]:
+        """(input partition, changelog partition) of every owned state."""
+        out = []
+        for p in sorted(self.users):
+            for state in ("user", "label"):
+                if state in self.changelogs:
+                    out.append(((self.names["predictions"], p), (self.changelogs[state], p)))
+        out += [((self.names["items_repartition"], q), (self.changelogs["item"], q))
+                for q in sorted(self.items)]
+        return out
+
+    def _mark(self, only: set[Part] | None = None) -> None:
+        """Mark owned partitions' local state as current up to their changelog's end."""
+        self._last_mark = time.monotonic()
+        if self.local is None:
+            return
+        offsets = {}
+        for source, part in self._owned_changelogs():
+            if only is None or source in only:
+                offsets[part] = self.meta.get_watermark_offsets(TopicPartition(*part),
+                                                                timeout=10)[1]
+        self.local.mark(offsets, now_ms())
 
     def _new_user(self, p: int) -> UserPartition:
         s = self.settings
         return UserPartition(p, self.catalog.user, self.label_config, s.allowed_lateness_ms,
                              self.partition_of if self.has_items else None, self.counters,
-                             topics=(self.names["clicks"], self.names["predictions"]))
+                             topics=(self.names["clicks"], self.names["predictions"]),
+                             check_keys=True)
 
     def _new_item(self, q: int) -> ItemPartition:
         return ItemPartition(q, self.catalog.item, self.settings.partitions,
@@ -361,6 +446,8 @@ class Worker:
                 for p, part in sorted(self.users.items()):
                     result.extend(part.advance_idle(now_ms, self.settings.idle_advance_ms,
                                                     self._caught_up(p)))
+        if idle:
+            self.lag = self._measure_lag()
             if report:
                 result.outputs.extend(label_reports(list(self.users.values())))
         processed = time.time()
@@ -372,8 +459,41 @@ class Worker:
         except TransactionAborted:
             self._reset()
             return
+        if self.local is not None and result.deltas:
+            topics = self.changelogs
+            self.local_writes += self.local.apply(
+                ((topics[d.state], d.partition), d.key, d.value) for d in result.deltas)
         if pending.count:
             self.batch_sizes.add(pending.count, started, processed, time.time())
+        if time.monotonic() - self._last_mark >= self.settings.checkpoint_interval_ms / 1000:
+            self._mark()
+
+    def _measure_lag(self) -> dict[tuple[str, int], int] | None:
+        """Records left to read per assigned input partition (librdkafka's cached ends)."""
+        lag: dict[tuple[str, int], int] = {}
+        owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
+        owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
+        for consumer, tp in owned:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            (pos,) = consumer.position([tp])
+            if high < 0:
+                return None  # not fetched yet
+            lag[(tp.topic, tp.partition)] = max(0, high - pos.offset) if pos.offset >= 0 else high
+        return lag
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): assigned, every partition restored, and the lag known."""
+        if self.error is not None:
+            return False, f"the engine loop stopped: {self.error!r}"
+        if not self.running:
+            return False, "starting"
+        if not self.joined:
+            return False, "waiting for the consumer group to assign partitions"
+        if self._to_restore:
+            return False, f"restoring {len(self._to_restore)} partitions"
+        if self.lag is None:
+            return False, "input positions not known yet"
+        return True, f"{sum(self.lag.values())} records behind"
 
     # -- reads for the web server -----------------------------------------------------
 
