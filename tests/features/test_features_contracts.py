@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import features.aggregation as aggregation
+import tests.streams.user_catalog  # noqa: F401 (a user's own aggregations, checked as well)
 from features.spec import FeatureSpec
 from tests.features.contracts import check_aggregation
 
