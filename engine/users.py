@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from engine import frames
 from engine.records import MAX_FRAME_BYTES, META_KEY, Delta, InputBatch, Out, Result, dead_letter
@@ -44,6 +45,8 @@ from labels.pending import PredictionColumns
 I64 = npt.NDArray[np.int64]
 
 SOURCES: Final = ("clicks", "predictions")
+#: The columns of an item snapshot frame (the item side's answer to forwarded predictions).
+SNAPSHOT_COLUMNS: Final[dict[str, frames.Kind]] = {"prediction_id": "str", "snapshot": "bytes"}
 #: Machine output kind -> logical topic (None: counted, not published).
 LABEL_ROUTES: Final[dict[str, str | None]] = {
     "label": "labels", "training_example": "training_examples", "late_click": "late_clicks",
@@ -323,9 +326,10 @@ class UserPartition:
         engine = self.labels
         for offset, raw in records:
             try:
-                frame = frames.decode(raw)
+                frame = frames.decode(raw, SNAPSHOT_COLUMNS)
                 pids, snaps = frame.columns["prediction_id"], frame.columns["snapshot"]
-            except (frames.FrameError, KeyError) as exc:
+                _check_snapshots(snaps)
+            except frames.FrameError as exc:
                 self.counters.dead_letters += 1
                 result.outputs.append(dead_letter(topic, "item_snapshots", self.partition,
                                                   offset, None, raw,
@@ -438,6 +442,23 @@ def split_frames(frame: frames.Frame, limit: int = MAX_FRAME_BYTES) -> list[byte
     rest = np.arange(n // 2, n, dtype=np.int64)
     return (split_frames(frames.take(frame, half), limit)
             + split_frames(frames.take(frame, rest), limit))
+
+
+def _check_snapshots(snaps: Sequence[bytes]) -> None:
+    """Every snapshot is a JSON object (it goes raw into a training example), or FrameError.
+
+    >>> _check_snapshots([b'{"as_of_ts":1}', b"[1]"])
+    Traceback (most recent call last):
+    ...
+    engine.frames.FrameError: snapshot 1 is not a JSON object
+    """
+    for i, snap in enumerate(snaps):
+        try:
+            ok = isinstance(orjson.loads(snap), dict)
+        except orjson.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise frames.FrameError(f"snapshot {i} is not a JSON object")
 
 
 def _key_reason(key: bytes | None) -> str:
