@@ -21,6 +21,35 @@ oracle in every mode):
 - a final prediction is remembered until ``pred.ts + window + late_horizon + skew``
   for late and extra clicks, then forgotten.
 
+Shadow predictions (``served: false``: another model's score of the same request and
+item as a served prediction) are labelled with the served prediction's outcome and
+never take a click:
+
+- a shadow's *served twin* is the served prediction a click naming the shadow's
+  ``request_id`` + ``item_id`` at the shadow's ts would go to: same user, request and
+  item, ``twin.ts - skew <= shadow.ts < twin.ts + window + late_horizon`` (the
+  prediction is still remembered), the latest ``(ts, prediction_id)`` if several.
+  It is looked for once the watermark reaches ``shadow.ts + skew + 1``, when every
+  candidate has arrived, so the answer does not depend on arrival order;
+- a shadow with a twin gets, for each of the twin's label records after its
+  arrival one (every mode: ``positive``/``negative``, ``late_positive``,
+  ``observed_*``, ``real_negative``), the same record: same ``label``, ``kind``,
+  ``final``, version sequence, ``delay_ms`` (the impression's click delay), and
+  ``label_ts`` = the twin's, raised to the shadow's own ts if that is later; records
+  the twin made before the shadow was linked are caught up at once. The shadow's own
+  arrival record (``early_negative``) is its own. Shadow records carry
+  ``served: false``; a shadow's final label and example carry
+  ``served_prediction_id`` (the twin's id, or null);
+- a shadow with no twin closes negative on its own deadlines, like a served
+  prediction that got no click (its final label has ``served_prediction_id: null``,
+  so evaluation can tell it apart);
+- attribution sees served predictions only (the request and item indexes hold no
+  shadow), so a shadow never takes a click from a served one, even as the only
+  candidate. A click whose ``prediction_id`` names a shadow goes, once the watermark
+  passes ``click.ts + skew`` (all candidates known), to the served prediction of the
+  shadow's ``request_id`` + ``item_id``, else to the click's own request id and the
+  fallback; if none takes it, it is unattributed (``shadow_prediction_id``).
+
 Predictions are the bulk of the input: they are added, closed and forgotten as
 columns (:class:`~labels.pending.PendingTable`, :class:`~labels.pending.DeadlineWheel`);
 clicks are few and walk the attribution tiers one by one.
@@ -50,6 +79,10 @@ from labels.pending import (
     FORGET,
     NONE,
     OBSERVE,
+    RESOLVE,
+    TWIN_LINKED,
+    TWIN_ORPHAN,
+    TWIN_PENDING,
     DeadlineWheel,
     PendingTable,
     PredictionColumns,
@@ -78,6 +111,7 @@ OutputKind = Literal["label", "training_example", "late_click", "extra_click", "
 REASON_UNKNOWN_PREDICTION_ID: Final = "unknown_prediction_id"
 REASON_UNKNOWN_REQUEST_ID: Final = "unknown_request_id"
 REASON_NO_PREDICTION: Final = "no_prediction"
+REASON_SHADOW_PREDICTION_ID: Final = "shadow_prediction_id"
 
 _CLOSE_KIND = {"wait": "negative", MODE_EARLY_NEGATIVE: "negative",
                MODE_OBSERVE_THEN_CORRECT: "real_negative"}
@@ -151,6 +185,8 @@ class LabelEngine:
         #: rows past their forget deadline whose final example still waits for its item
         #: snapshot: forgotten once the example is out, never before (nothing is lost)
         self._forget_after_example: set[int] = set()
+        #: served row -> the shadow rows following its labels (linked, not final yet)
+        self._followers: dict[int, list[int]] = {}
 
     # -- outputs --------------------------------------------------------------------
 
@@ -191,10 +227,8 @@ class LabelEngine:
 
         rows = table.add(pick(cols.prediction_id), pick(cols.request_id), pick(cols.user_id),
                          pick(cols.item_id), pick(cols.model_id), cols.score[sel],
-                         cols.ts[sel])
+                         cols.ts[sel], None if cols.served is None else cols.served[sel])
         table.seq[rows] = cols.seq[sel]
-        if cols.served is not None:
-            table.served[rows] = cols.served[sel]
         for row, i in zip(rows.tolist(), fresh, strict=True):
             table.fields_json[row] = cols.fields_json[i]
             table.user_snapshot[row] = cols.user_snapshot[i]
@@ -203,7 +237,8 @@ class LabelEngine:
             self._emit_bulk(rows, 0, "early_negative", final=False, label_ts=table.ts[rows])
         self._schedule(rows)
         if self._held_by_pid or self._held_by_request:
-            self._wake_held(rows)
+            # a shadow takes no click: it wakes none (a click naming it waits for its release)
+            self._wake_held(rows[table.served[rows]] if table.n_shadows else rows)
 
     def _wake_held(self, rows: I64) -> None:
         """Held clicks whose explicit ids name a new prediction are due at once."""
@@ -251,6 +286,20 @@ class LabelEngine:
             observe = ~final & ~table.observed[rows]
             kind[observe] = OBSERVE
             due[observe] = ts[observe] + cfg.observe_ms + cfg.skew_ms
+        if table.n_shadows:
+            state = np.where(final, 0, table.twin_state[rows])
+            pending = state == TWIN_PENDING
+            kind[pending] = RESOLVE
+            due[pending] = ts[pending] + cfg.skew_ms + 1
+            linked = state == TWIN_LINKED  # follows its twin: no deadline of its own
+            kind[linked] = 0
+            due[linked] = NONE
+            table.due[rows] = due
+            table.due_kind[rows] = kind
+            if linked.any():
+                rows, due = rows[~linked], due[~linked]
+            self.wheel.add(rows, due)
+            return
         table.due[rows] = due
         table.due_kind[rows] = kind
         self.wheel.add(rows, due)
@@ -260,6 +309,11 @@ class LabelEngine:
         ts = int(table.ts[row])
         if table.final[row]:
             kind, due = FORGET, ts + cfg.window_ms + cfg.late_horizon_ms + cfg.skew_ms
+        elif table.n_shadows and table.twin_state[row] == TWIN_PENDING:
+            kind, due = RESOLVE, ts + cfg.skew_ms + 1
+        elif table.n_shadows and table.twin_state[row] == TWIN_LINKED:
+            table.due[row], table.due_kind[row] = NONE, 0
+            return
         elif cfg.mode == MODE_OBSERVE_THEN_CORRECT and not table.observed[row]:
             kind, due = OBSERVE, ts + cfg.observe_ms + cfg.skew_ms
         else:
@@ -294,6 +348,8 @@ class LabelEngine:
         row = table.by_pid.get(click.prediction_id or "")
         if row is None or table.user_id[row] != click.user_id or table.seq[row] > seq:
             return False
+        if table.n_shadows and not table.served[row]:
+            return False  # a click naming a shadow is resolved at its release
         if table.final[row] or table.click_ts[row] != NONE:
             return False
         if not table.eligible(row, click.ts, self.config.skew_ms, self._remember) \
@@ -347,13 +403,21 @@ class LabelEngine:
     def _resolve(self, click: Click, final: bool) -> tuple[int | None, str | None]:
         """The click's prediction row, or (None, reason), or (None, None): wait."""
         table, skew, remember = self.table, self.config.skew_ms, self._remember
+        shadow: int | None = None
         if click.prediction_id is not None:
             row = table.by_pid.get(click.prediction_id)
             if row is not None and table.user_id[row] == click.user_id \
                     and table.eligible(row, click.ts, skew, remember):
-                return row, None
+                if not table.n_shadows or table.served[row]:
+                    return row, None
+                shadow = row  # names a shadow: its served twin's request, at release
             if not final:
                 return None, None
+            if shadow is not None:
+                row = table.latest_by_request(click.user_id, table.request_id[shadow],
+                                              table.item_id[shadow], click.ts, skew, remember)
+                if row is not None:
+                    return row, None
         if click.request_id is not None:
             row = table.latest_by_request(click.user_id, click.request_id, click.item_id,
                                           click.ts, skew, remember)
@@ -364,6 +428,8 @@ class LabelEngine:
         row = table.latest_by_item(click.user_id, click.item_id, click.ts, remember)
         if row is not None:
             return row, None
+        if shadow is not None:
+            return None, REASON_SHADOW_PREDICTION_ID
         if click.prediction_id is not None:
             return None, REASON_UNKNOWN_PREDICTION_ID
         if click.request_id is not None:
@@ -407,6 +473,7 @@ class LabelEngine:
                 self._observe(one, reschedule=False)
             self._emit_bulk(one, 1, "late_positive", final=True, label_ts=np.array([at]),
                             delay=np.array([at - ts]))
+        table.click_ts[row] = at  # the first click's time (a late shadow's twin records)
         self._schedule(one)
 
     def _click_record(self, kind: Literal["late_click", "extra_click"], row: int,
@@ -429,10 +496,22 @@ class LabelEngine:
             rows = self.wheel.pop(self.table.due, watermark_ms)
             if len(rows) == 0:
                 return
+            if self.table.n_shadows and len(rows) > 1:
+                rows = self._in_due_order(rows)
             kind = self.table.due_kind[rows]
+            if self.table.n_shadows:  # before forget: a twin forgotten at this watermark
+                self._resolve_twins(rows[kind == RESOLVE])  # is still a twin
             self._forget(rows[kind == FORGET])
             self._observe(rows[kind == OBSERVE])
             self._close(rows[kind == CLOSE])
+
+    def _in_due_order(self, rows: I64) -> I64:
+        """Rows by (due, prediction_id): a shadow's own deadlines are set when its twin is
+        looked for, so the wheel's insertion order would differ between a worker that ran
+        through and one restored since; this order is the same for both."""
+        pid = self.table.pid
+        ids = np.array([pid[r] for r in rows.tolist()])
+        return rows[np.lexsort((ids, self.table.due[rows]))]
 
     def _observe(self, rows: I64, reschedule: bool = True) -> None:
         if len(rows) == 0:
@@ -486,16 +565,21 @@ class LabelEngine:
                                              label_ts.tolist(), delays, served, strict=True):
             pid = table.pid[row]
             ts = int(table.ts[row])
-            flag: bool | msgspec.UnsetType = False if not srv else _UNSET
+            flag: bool | msgspec.UnsetType = _UNSET
+            twin: str | msgspec.UnsetType | None = _UNSET
+            if not srv:
+                flag = False
+                if final:
+                    twin = table.twin[row] or None
+            elif final and label == 1:  # click delays are the served predictions' clicks
+                self.delays.observe(table.model_id[row], d or 0, within_window=True)
             self._out("label", pid, encode(LabelRecord(
                 pid, table.request_id[row], table.user_id[row], table.item_id[row],
                 table.model_id[row], float(table.score[row]), label, kind, version, final,
-                ts, lts, d, window, SCHEMA_VERSION, flag)))
-            if final and label == 1:
-                self.delays.observe(table.model_id[row], d or 0, within_window=True)
+                ts, lts, d, window, SCHEMA_VERSION, flag, twin)))
             if examples:
                 tail = encode(LabelTail(label, kind, version, final, ts, lts, d, window,
-                                        SCHEMA_VERSION, flag))[1:-1]
+                                        SCHEMA_VERSION, twin))[1:-1]
                 if self.item_snapshots and table.item_snapshot[row] is None:
                     table.waiting[row] = tail  # until the item side's snapshot arrives
                 else:
@@ -503,6 +587,89 @@ class LabelEngine:
         if final:
             table.final[rows] = True
             table.label[rows] = label
+        if self._followers:
+            self._mirror(rows, label, kind, final, label_ts, delay)
+
+    # -- shadow predictions ---------------------------------------------------------
+
+    def _mirror(self, rows: I64, label: int, kind: str, final: bool, label_ts: I64,
+                delay: I64 | None) -> None:
+        """The same record for every shadow following one of ``rows`` (see module doc)."""
+        followers = self._followers
+        shadows: list[int] = []
+        lts: list[int] = []
+        delays: list[int] = []
+        given = [0] * len(rows) if delay is None else delay.tolist()
+        for row, at, d in zip(rows.tolist(), label_ts.tolist(), given, strict=True):
+            mine = followers.get(row)
+            if mine is None:
+                continue
+            if final:
+                del followers[row]
+            if len(mine) > 1:  # id order: the same however the followers were linked
+                mine = sorted(mine, key=self.table.pid.__getitem__)
+            shadows.extend(mine)
+            lts.extend([at] * len(mine))
+            delays.extend([d] * len(mine))
+        if not shadows:
+            return
+        table = self.table
+        these = np.array(shadows, dtype=np.int64)
+        if kind.startswith("observed"):
+            table.observed[these] = True
+        self._dirty.update(shadows)
+        self._emit_bulk(these, label, kind, final=final,
+                        label_ts=np.maximum(np.array(lts, dtype=np.int64), table.ts[these]),
+                        delay=None if delay is None else np.array(delays, dtype=np.int64))
+        if final:
+            self._schedule(these)
+
+    def _resolve_twins(self, rows: I64) -> None:
+        """Link each shadow to its served twin (caught up with its records), or orphan it."""
+        if len(rows) == 0:
+            return
+        table, skew, remember = self.table, self.config.skew_ms, self._remember
+        self._dirty.update(rows.tolist())
+        for row in sorted(rows.tolist(), key=table.pid.__getitem__):
+            twin = table.latest_by_request(table.user_id[row], table.request_id[row],
+                                           table.item_id[row], int(table.ts[row]), skew,
+                                           remember)
+            if twin is None:
+                table.twin_state[row], table.twin[row] = TWIN_ORPHAN, ""
+                continue
+            table.twin_state[row], table.twin[row] = TWIN_LINKED, table.pid[twin]
+            one = np.array([row], dtype=np.int64)
+            ts = int(table.ts[row])
+            # records it has already (its own arrival one; more only when re-linked)
+            done = int(table.version[row]) - (self.config.mode == MODE_EARLY_NEGATIVE)
+            for label, kind, final, at, d in self._records_of(twin)[done:]:
+                if kind.startswith("observed"):
+                    table.observed[row] = True
+                self._emit_bulk(one, label, kind, final=final, label_ts=np.array([max(at, ts)]),
+                                delay=None if d is None else np.array([d]))
+            if not table.final[row]:
+                self._followers.setdefault(twin, []).append(row)
+        self._schedule(rows)
+
+    def _records_of(self, row: int) -> list[tuple[int, str, bool, int, int | None]]:
+        """(label, kind, final, label_ts, delay_ms) of the records a served row made after
+        its arrival one, rebuilt from its state."""
+        cfg, table = self.config, self.table
+        ts, version = int(table.ts[row]), int(table.version[row])
+        final, label = bool(table.final[row]), int(table.label[row])
+        click = int(table.click_ts[row])
+        at, delay = (ts, 0) if click == NONE else (click, click - ts)
+        out: list[tuple[int, str, bool, int, int | None]] = []
+        if cfg.mode == MODE_OBSERVE_THEN_CORRECT and table.observed[row]:
+            if final and version == 1:
+                return [(1, "observed_positive", True, ts + cfg.observe_ms, delay)]
+            out.append((0, "observed_negative", False, ts + cfg.observe_ms, None))
+        if final:
+            if label == 1:
+                out.append((1, _POSITIVE_KIND.get(cfg.mode, "late_positive"), True, at, delay))
+            else:
+                out.append((0, _CLOSE_KIND[cfg.mode], True, ts + cfg.window_ms, None))
+        return out
 
     def _example(self, row: int, tail: bytes) -> None:
         table = self.table
@@ -535,15 +702,23 @@ class LabelEngine:
     # -- maturity -------------------------------------------------------------------
 
     def earliest_open_ts(self) -> int | None:
-        """The smallest ts of a prediction without its final label, or None."""
+        """The smallest ts of a prediction without its final label or example, or None.
+
+        A final label whose training example still waits for the item's snapshot counts
+        as open: below the label watermark, the examples are out too (the evaluation
+        stage holds examples to it as it holds labels).
+        """
         table = self.table
         open_rows = table.live & ~table.final
+        waiting = [i for i, tail in enumerate(table.waiting) if tail is not None]
+        if waiting:
+            open_rows[waiting] |= table.live[waiting]
         if not open_rows.any():
             return None
         return int(table.ts[open_rows].min())
 
     def label_watermark(self, watermark_ms: int | None) -> int | None:
-        """Every prediction with ts below this has its final label (None: unknown).
+        """Every prediction with ts below this has its final label and example (None: unknown).
 
         >>> LabelEngine(LabelConfig()).label_watermark(10_000)
         10000
@@ -564,6 +739,7 @@ class LabelEngine:
             heapq.heappop(heap)  # stale
         table = self.table
         dues = table.due[table.live]
+        dues = dues[dues != NONE]  # waiting for an item snapshot, or following a twin
         candidates = [heap[0][0]] if heap else []
         if len(dues):
             candidates.append(int(dues.min()))
@@ -580,9 +756,10 @@ class LabelEngine:
             return out
         for pid in self._forgotten:
             out.append((PREDICTION_KEY + pid.encode(), None))
-        for row in sorted(self._dirty):
-            if table.live[row]:
-                out.append(self._encode_row(row))
+        if self._dirty:
+            rows = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
+            rows.sort()
+            out.extend(self._encode_rows(rows[table.live[rows]]))
         for seq in sorted(self._held_dirty):
             held = self._held.get(seq)
             out.append(self._encode_held(seq) if held is not None
@@ -593,20 +770,26 @@ class LabelEngine:
         self._meta_dirty = False
         return out
 
-    def _encode_row(self, row: int) -> tuple[bytes, bytes]:
-        table = self.table
-        click_ts = int(table.click_ts[row])
-        stored = StoredPrediction(
-            table.pid[row], table.request_id[row], table.user_id[row],
-            table.item_id[row], table.model_id[row], float(table.score[row]),
-            int(table.ts[row]), bool(table.served[row]),
-            _raw(b"{" + table.fields_json[row] + b"}"),
-            _raw_or_none(table.user_snapshot[row]), _raw_or_none(table.item_snapshot[row]),
-            _raw_or_none(_braced(table.waiting[row])),
-            bool(table.final[row]), int(table.label[row]), int(table.version[row]),
-            bool(table.observed[row]), None if click_ts == NONE else click_ts,
-            int(table.extra[row]), int(table.late[row]))
-        return PREDICTION_KEY + table.pid[row].encode(), encode(stored)
+    def _encode_rows(self, rows: I64) -> list[tuple[bytes, bytes]]:
+        """Changelog records of rows (columns gathered at once, not per row)."""
+        t = self.table
+        r = rows.tolist()
+        clicks: list[int | None] = [None if c == NONE else c for c in t.click_ts[rows].tolist()]
+        stored = map(StoredPrediction, [t.pid[i] for i in r], [t.request_id[i] for i in r],
+                     [t.user_id[i] for i in r], [t.item_id[i] for i in r],
+                     [t.model_id[i] for i in r], t.score[rows].tolist(), t.ts[rows].tolist(),
+                     t.served[rows].tolist(),
+                     [_raw(b"{" + t.fields_json[i] + b"}") for i in r],
+                     [_raw_or_none(t.user_snapshot[i]) for i in r],
+                     [_raw_or_none(t.item_snapshot[i]) for i in r],
+                     [_raw_or_none(_braced(t.waiting[i])) for i in r],
+                     t.final[rows].tolist(), t.label[rows].tolist(), t.version[rows].tolist(),
+                     t.observed[rows].tolist(),
+                     clicks,
+                     t.extra[rows].tolist(), t.late[rows].tolist(),
+                     [t.twin[i] for i in r] if t.n_shadows else [None] * len(r))
+        return [(PREDICTION_KEY + t.pid[i].encode(), encode(sp))
+                for i, sp in zip(r, stored, strict=True)]
 
     def _encode_held(self, seq: int) -> tuple[bytes, bytes]:
         held = self._held[seq]
@@ -637,9 +820,9 @@ class LabelEngine:
         rows = table.add([p.prediction_id for p in preds], [p.request_id for p in preds],
                          [p.user_id for p in preds], [p.item_id for p in preds],
                          [p.model_id for p in preds], np.array([p.score for p in preds]),
-                         np.array([p.ts for p in preds], dtype=np.int64))
+                         np.array([p.ts for p in preds], dtype=np.int64),
+                         np.array([p.served for p in preds], dtype=np.bool_))
         for row, p in zip(rows.tolist(), preds, strict=True):
-            table.served[row] = p.served
             table.fields_json[row] = bytes(p.fields)[1:-1]
             table.user_snapshot[row] = _bytes_or_none(p.user)
             table.item_snapshot[row] = _bytes_or_none(p.item)
@@ -650,7 +833,23 @@ class LabelEngine:
             table.click_ts[row] = NONE if p.click_ts is None else p.click_ts
             table.extra[row], table.late[row] = p.extra, p.late
             table.seq[row] = -1  # arrived before any record processed from now on
+            if not p.served and p.twin is not None:
+                table.twin[row] = p.twin
+                table.twin_state[row] = TWIN_LINKED if p.twin else TWIN_ORPHAN
+        if table.n_shadows:
+            self._relink(rows)
         self._schedule(rows)
+
+    def _relink(self, rows: I64) -> None:
+        """Rebuild the followers of restored linked shadows."""
+        table = self.table
+        linked = rows[(table.twin_state[rows] == TWIN_LINKED) & ~table.final[rows]]
+        for row in linked.tolist():
+            twin = table.by_pid.get(table.twin[row] or "")
+            if twin is None or table.final[twin]:  # (a changelog cut mid-batch) look again:
+                table.twin_state[row], table.twin[row] = TWIN_PENDING, None  # catch up
+            else:
+                self._followers.setdefault(twin, []).append(row)
 
 
 def _braced(inner: bytes | None) -> bytes | None:

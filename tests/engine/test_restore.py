@@ -22,9 +22,11 @@ from labels.config import LabelConfig
 LABELS = LabelConfig(window_ms=60_000, observe_ms=30_000)
 
 
-def _records(seed: int, predictions: int) -> list[tuple[int, bytes | None, bytes]]:
+def _records(seed: int, predictions: int, shadow_models: tuple[str, ...] = (),
+             ) -> list[tuple[int, bytes | None, bytes]]:
     config = GeneratorConfig(seed=seed, users=40, items=15, predictions=predictions,
-                             malformed_fraction=0.02, max_disorder_ms=2_000)
+                             malformed_fraction=0.02, max_disorder_ms=2_000,
+                             shadow_models=shadow_models)
     return [(1 if r.topic == "predictions" else 0, r.key, r.value) for r in generate(config)]
 
 
@@ -84,10 +86,12 @@ class Pipeline:
         return other
 
 
-@pytest.mark.parametrize("seed", [3, 11, 29])
-def test_restored_from_the_compacted_changelog_it_goes_on_the_same(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "shadows"), [(3, ()), (11, ()), (29, ()),
+                                              (7, ("shadow-a", "shadow-b"))])
+def test_restored_from_the_compacted_changelog_it_goes_on_the_same(
+        seed: int, shadows: tuple[str, ...]) -> None:
     catalog = Settings().load_catalog()
-    records = _records(seed, predictions=1_500)
+    records = _records(seed, predictions=1_500, shadow_models=shadows)
     prng = random.Random(seed)
     pipe = Pipeline(catalog)
     start, now_ms = 0, 1_000
