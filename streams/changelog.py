@@ -5,6 +5,16 @@ transaction (:mod:`streams.worker`), so the committed changelog is exactly the s
 as of the committed input offsets. A partition assigned to a worker is rebuilt by
 reading its changelog partitions from the start to their end: the latest value per
 key (a null value deletes it).
+
+"The end" is not simply where a ``read_committed`` consumer first reports one: right
+after a transaction commits, the coordinator is still writing its markers, and until
+they land the last stable offset sits *before* that transaction's records while the
+group's committed offsets (fetched "stable") already include it. Reading to that early
+end would rebuild a state without the batch whose input is marked done: its events
+would be lost (seen in a 3-worker rebalance test). So each partition is read at least
+to the high watermark it had when the restore began; a partition still short of it
+is read again after a short pause, until an open transaction (a fenced worker's) is
+committed or aborted by the broker (``stable_wait_s``, past the transaction timeout).
 """
 
 from __future__ import annotations
@@ -57,23 +67,37 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
     consumer = Consumer(config)
     pending = set(parts)
     started = time.monotonic()
+    short: dict[tuple[str, int], tuple[int, float]] = {}  # read again from, at
     try:
+        # the ends to reach: every transaction committed before now is below them
+        high = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
+                                                   cached=False)[1] for tp in parts}
         consumer.assign([TopicPartition(t, p, start[(t, p)][1] if (t, p) in start
                                         else OFFSET_BEGINNING) for t, p in parts])
         while pending:
             if time.monotonic() - started > timeout_s:
                 raise RestoreError(f"changelogs {sorted(pending)} not read to their end in "
-                                   f"{timeout_s:.0f} s")
-            for msg in consumer.consume(num_messages=20_000, timeout=0.1):
+                                   f"{timeout_s:.0f} s (an open transaction holds them?)")
+            now = time.monotonic()
+            for tp, (offset, at) in list(short.items()):
+                if now >= at:  # a seek makes the consumer report the (new) end again
+                    del short[tp]
+                    consumer.seek(TopicPartition(*tp, offset))
+            for msg in consumer.consume(num_messages=20_000, timeout=0.05):
                 err = msg.error()
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
+                        end = int(msg.offset() or 0)
+                        if end < high[tp]:  # markers of a commit not written yet
+                            short[tp] = (end, time.monotonic() + 0.02)
+                            continue
                         pending.discard(tp)
-                        out.ends[tp] = int(msg.offset() or 0)
+                        out.ends[tp] = end
                     else:
                         log.warning("reading changelog %s[%s]: %s", *tp, err)
                     continue
+                short.pop(tp, None)  # records came: it is being read on anyway
                 key = msg.key()
                 if key is None:
                     continue

@@ -108,6 +108,10 @@ def transactional_producer(settings: Settings) -> dict[str, Any]:
         # Java-compatible key hashing, as every producer of freshet's inputs uses
         "partitioner": "murmur2_random",
         "message.max.bytes": 1_048_576,
+        # A transaction begun while the coordinator still writes the previous one's
+        # markers gets CONCURRENT_TRANSACTIONS and is retried after this backoff: the
+        # default 100 ms added ~90 ms to every commit over ~50 partitions (measured).
+        "retry.backoff.ms": 10,
     }
 
 

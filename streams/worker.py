@@ -7,13 +7,17 @@ its worker also reads partition ``p`` of ``clicks`` and of the item snapshots (a
 second consumer that never joins the group), so a user's clicks, predictions,
 features and pending labels always live together whatever the assignor does.
 
-Each loop takes what the consumers have (up to ``FRESHET_BATCH_MAX_EVENTS``, waiting
-at most ``FRESHET_COMMIT_INTERVAL_MS``), runs it through the engine's partitions,
-and commits outputs, changelog deltas and input offsets in one transaction
-(:mod:`streams.transactions`). A newly assigned partition is restored from its
-changelogs first (:mod:`streams.changelog`); a revoked one is dropped. If a
-transaction is aborted, every partition is restored again and its inputs re-read
-from the committed offsets.
+Each loop takes what the consumers have (up to ``FRESHET_BATCH_MAX_EVENTS`` each;
+when nothing is there and no transaction is in flight, it waits for records up to
+``FRESHET_COMMIT_INTERVAL_MS``), runs it through the engine's partitions, and
+commits outputs, changelog deltas and input offsets in one transaction
+(:mod:`streams.transactions`). Commits are pipelined: a batch's transaction
+commits in a second thread while the next batch is processed, and the next
+transaction begins only when it has committed. A newly assigned partition is
+restored first (:mod:`streams.state`); a revoked one is dropped once the
+transaction in flight has committed. If a transaction is aborted, every partition
+is restored again and its inputs re-read from the committed offsets (the batch
+processed meanwhile is dropped with it).
 """
 
 from __future__ import annotations
@@ -21,13 +25,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from engine import InputBatch, ItemPartition, Result, UserPartition, label_reports
@@ -36,80 +38,17 @@ from features.catalog import Catalog
 from features.records import RecordEncoder
 from freshet.settings import Settings
 from streams import kafka
-from streams.changelog import read_changelogs
-from streams.checkpoints import LocalStore, Part, now_ms
+from streams.batches import Batch, BatchSizes, Pending, partitioner
+from streams.checkpoints import Part
+from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
 log = logging.getLogger(__name__)
 
 #: How often label watermarks and delay statistics are published.
 REPORT_EVERY_S = 5.0
-
-
-def partitioner(partitions: int) -> Callable[[str], int]:
-    """The Java client's default partition of a string key (murmur2, as Kafka Streams)."""
-
-    def partition_of(key: str) -> int:
-        return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-    return partition_of
-
-
-@dataclass(slots=True)
-class BatchSizes:
-    """Events per processed batch (how the worker sized them: backlog vs caught up), the
-    time a batch spent being processed and committed, and when input first came."""
-
-    batches: int = 0
-    events: int = 0
-    smallest: int | None = None
-    largest: int = 0
-    last: int = 0
-    #: wall-clock seconds when the first batch with input began, and the last one ended
-    first_started: float | None = None
-    last_ended: float | None = None
-    #: recent (process, commit) durations in ms
-    recent: list[tuple[float, float]] = field(default_factory=list)
-
-    def add(self, n: int, started: float, processed: float, committed: float) -> None:
-        """Count a batch of ``n`` input records (wall-clock seconds of its three steps)."""
-        self.batches += 1
-        self.events += n
-        self.last = n
-        self.largest = max(self.largest, n)
-        self.smallest = n if self.smallest is None else min(self.smallest, n)
-        if self.first_started is None:
-            self.first_started = started
-        self.last_ended = committed
-        self.recent.append(((processed - started) * 1000, (committed - processed) * 1000))
-        if len(self.recent) > 1000:
-            del self.recent[:500]
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready snapshot."""
-        mean = self.events / self.batches if self.batches else None
-
-        def p(values: list[float], q: float) -> float | None:
-            return sorted(values)[int(q * (len(values) - 1))] if values else None
-
-        process = [a for a, _ in self.recent]
-        commit = [b for _, b in self.recent]
-        return {"batches": self.batches, "min": self.smallest, "max": self.largest,
-                "mean": mean, "last": self.last, "first_started": self.first_started,
-                "last_ended": self.last_ended, "process_ms_p50": p(process, 0.5),
-                "process_ms_p99": p(process, 0.99), "commit_ms_p50": p(commit, 0.5),
-                "commit_ms_p99": p(commit, 0.99)}
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Records of one iteration, by partition."""
-
-    users: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    snapshots: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    items: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    count: int = 0
+#: How long one wait for input lasts while a caught-up worker waits for records.
+POLL_S = 0.005
 
 
 class Worker:
@@ -130,18 +69,16 @@ class Worker:
         self.items: dict[int, ItemPartition] = {}
         self.restores = 0
         self.aborts = 0
-        self.local: LocalStore | None = None  # opened by run() (FRESHET_STORE=rocksdb)
+        self.states: PartitionStates | None = None  # opened by run()
         self._last_mark = time.monotonic()
-        #: changelog records written to / read from the local store and changelogs
-        self.local_writes = 0
-        self.changelog_records_read = 0
-        #: changelog partitions restored from the local store (plus the log after it)
-        self.local_restores = 0
 
-        self._assigned: set[tuple[str, int]] = set()
-        self._to_restore: set[tuple[str, int]] = set()
+        self._assigned: set[Part] = set()
+        self._to_restore: set[Part] = set()
         self._follow_add: set[int] = set()
         self._follow_drop: set[int] = set()
+        self._inflight: tuple[Future[float], Batch] | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -149,7 +86,7 @@ class Worker:
         #: the group has assigned this worker its partitions at least once
         self.joined = False
         #: records not yet read per assigned input partition (None until known)
-        self.lag: dict[tuple[str, int], int] | None = None
+        self.lag: dict[Part, int] | None = None
         self._encoders = {"user": RecordEncoder(self.catalog.user, ("clicks", "predictions")),
                           "item": RecordEncoder(self.catalog.item, [
                               f"{s}:{o}" for s in ("clicks", "predictions")
@@ -186,13 +123,10 @@ class Worker:
         """The loop (see the module doc); returns when :meth:`stop` is called."""
         s = self.settings
         started = time.monotonic()
-        if s.store == "rocksdb":
-            self.local = LocalStore(s.data_dir / "state" / s.app_id)
-        # an idle client for offset queries (the group consumer's connection is busy
-        # with long-polling fetches, which delay any other request on it)
-        self.meta = Consumer(kafka.restore_consumer(s))
+        self.states = PartitionStates(s, self.changelogs)
         self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
                                 commit_delay_s=s.debug_commit_delay_ms / 1000.0)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="freshet-commit")
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
@@ -205,6 +139,7 @@ class Worker:
         self.running = True
         last_idle = last_report = time.monotonic()
         idle_every = min(1.0, max(0.05, s.idle_advance_ms / 4000))
+        mark_every = s.checkpoint_interval_ms / 1000
         clean = False
         try:
             while not self._stop.is_set():
@@ -212,21 +147,84 @@ class Worker:
                 now = time.monotonic()
                 idle = now - last_idle >= idle_every
                 report = now - last_report >= REPORT_EVERY_S
-                if pending.count or idle or report:
-                    self._process(pending, idle, report)
-                    last_idle = now if idle else last_idle
-                    last_report = now if report else last_report
-            clean = True
+                batch = self._process(pending, idle, report) if pending is not None else None
+                last_idle = now if idle else last_idle
+                last_report = now if report else last_report
+                if not self._settle():
+                    continue  # aborted: every partition was reset, this batch is void
+                if now - self._last_mark >= mark_every:
+                    self._mark()
+                if batch is not None:
+                    self._inflight = (self._committer.submit(self._commit, batch), batch)
+            clean = self._settle()
         finally:
             self.running = False
             if clean:
                 self._mark()  # a clean stop: the next start reads no changelog
-            self.group.close()  # leaves the group: its partitions move at once
+            self._committer.shutdown(wait=True)
+            self.group.close()
             self.follower.close()
             self.txn.close()
-            self.meta.close()
-            if self.local is not None:
-                self.local.close()
+            self.states.close()
+
+    # -- transactions -----------------------------------------------------------------
+
+    def _commit(self, batch: Batch) -> float:
+        """The batch's transaction (in the commit thread); when it committed."""
+        self.txn.commit(batch.result.outputs, batch.result.deltas, batch.offsets,
+                        batch.group_metadata)
+        return time.time()
+
+    def _settle(self, defer_reset: bool = False) -> bool:
+        """Wait for the transaction in flight; False if it was aborted (state reset)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        future, batch = inflight
+        try:
+            committed = future.result()
+        except TransactionAborted:
+            if defer_reset:  # inside a rebalance callback: reset when it has returned
+                self._needs_reset = True
+            else:
+                self._reset()
+            return False
+        if self.states is not None:
+            self.states.committed(batch.result.deltas)
+        if batch.count:
+            self.batch_sizes.add(batch.count, batch.started, batch.processed, committed)
+        return True
+
+    def _mark(self, only: set[Part] | None = None) -> None:
+        """Mark owned partitions' local state as current (no transaction in flight)."""
+        self._last_mark = time.monotonic()
+        if self.states is None:
+            return
+        parts = []
+        for p in sorted(self.users):
+            if only is None or (self.names["predictions"], p) in only:
+                parts += [(self.changelogs[state], p) for state in ("user", "label")
+                          if state in self.changelogs]
+        for q in sorted(self.items):
+            if only is None or (self.names["items_repartition"], q) in only:
+                parts.append((self.changelogs["item"], q))
+        self.states.mark(parts)
+
+    def _reset(self) -> None:
+        """After an aborted transaction: every partition from its changelog and offsets."""
+        self.aborts += 1
+        self._needs_reset = False
+        with self.lock:
+            self.users.clear()
+            self.items.clear()
+        self._to_restore |= self._assigned
+        group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        for tp in self.group.committed(group_tps, timeout=30):
+            self.group.seek(TopicPartition(tp.topic, tp.partition,
+                                           tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
+        self._follow_drop |= set(self._follow_add)
+        self._sync_follower()
 
     # -- assignment -------------------------------------------------------------------
 
@@ -243,7 +241,9 @@ class Worker:
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.lag = None
-        self._mark({(tp.topic, tp.partition) for tp in partitions})
+        # the transaction in flight holds these partitions' offsets: let it commit first
+        if self._settle(defer_reset=True):
+            self._mark({(tp.topic, tp.partition) for tp in partitions})
         with self.lock:
             for tp in partitions:
                 self._assigned.discard((tp.topic, tp.partition))
@@ -278,84 +278,31 @@ class Worker:
             self._follow_add.clear()
 
     def _restore(self) -> None:
-        """Rebuild newly assigned partitions from their changelogs, before their input."""
-        s = self.settings
+        """Rebuild newly assigned partitions (changelogs, local store) before their input."""
+        if self.states is None:
+            raise RuntimeError("restore before the worker runs")
         users = sorted(p for t, p in self._to_restore if t == self.names["predictions"])
         items = sorted(p for t, p in self._to_restore if t == self.names["items_repartition"])
         parts = [(self.changelogs["user"], p) for p in users]
         if self.label_config is not None:
             parts += [(self.changelogs["label"], p) for p in users]
         parts += [(self.changelogs["item"], q) for q in items]
-        start = self._local_states(parts)
-        restored = read_changelogs(kafka.restore_consumer(s), parts, start=start)
-        self.changelog_records_read += restored.records
-        self.local_restores += len(start)
-        states = restored.states
+        states = self.states.restore(parts).states
         with self.lock:
             for p in users:
                 part = self._new_user(p)
                 label = states.get((self.changelogs.get("label", ""), p), {})
-                part.restore(list(states[(self.changelogs["user"], p)].items()),
-                             list(label.items()))
+                with readable(self.changelogs["user"], p):
+                    part.restore(list(states[(self.changelogs["user"], p)].items()),
+                                 list(label.items()))
                 self.users[p] = part
             for q in items:
                 item = self._new_item(q)
-                item.restore(list(states[(self.changelogs["item"], q)].items()))
+                with readable(self.changelogs["item"], q):
+                    item.restore(list(states[(self.changelogs["item"], q)].items()))
                 self.items[q] = item
         self.restores += len(users) + len(items)
         self._to_restore.clear()
-        if self.local is not None:
-            now = now_ms()
-            for clog in parts:
-                end = restored.ends.get(clog)
-                if end is None:
-                    continue
-                if clog in start:  # the store had it up to its mark: add what came since
-                    state = restored.states[clog]
-                    self.local.apply((clog, k, state.get(k)) for k in restored.changed[clog])
-                    self.local.mark({clog: end}, now)
-                else:
-                    self.local.replace(clog, restored.states[clog], end, now)
-
-    def _local_states(self, parts: list[Part]) -> dict[Part, tuple[dict[bytes, bytes], int]]:
-        """Usable local states of changelog partitions: (state, offset to read on from)."""
-        if self.local is None:
-            return {}
-        out = {}
-        for part in parts:
-            found = self.local.load(part, now_ms())
-            if found is None:
-                continue
-            low, high = self.meta.get_watermark_offsets(TopicPartition(*part), timeout=10)
-            if low <= found[1] <= high:
-                out[part] = found
-            else:
-                log.info("the local state of %s[%d] (offset %d) is outside the log [%d, %d]: "
-                         "rebuilt from the changelog", part[0], part[1], found[1], low, high)
-        return out
-
-    def _owned_changelogs(self) -> list[tuple[Part, Part]]:
-        """(input partition, changelog partition) of every owned state."""
-        out = []
-        for p in sorted(self.users):
-            for state in ("user", "label"):
-                if state in self.changelogs:
-                    out.append(((self.names["predictions"], p), (self.changelogs[state], p)))
-        out += [((self.names["items_repartition"], q), (self.changelogs["item"], q))
-                for q in sorted(self.items)]
-        return out
-
-    def _mark(self, only: set[Part] | None = None) -> None:
-        """Mark owned partitions' local state as current up to their changelog's end."""
-        self._last_mark = time.monotonic()
-        if self.local is None:
-            return
-        offsets = {}
-        for source, part in self._owned_changelogs():
-            if only is None or source in only:
-                offsets[part] = self.meta.get_watermark_offsets(TopicPartition(*part),
-                                                                timeout=10)[1]
-        self.local.mark(offsets, now_ms())
 
     def _new_user(self, p: int) -> UserPartition:
         s = self.settings
@@ -369,32 +316,30 @@ class Worker:
                              snapshots=self.label_config is not None, counters=self.counters,
                              topic=self.names["items_repartition"])
 
-    def _reset(self) -> None:
-        """After an aborted transaction: every partition from its changelog and offsets."""
-        self.aborts += 1
-        with self.lock:
-            self.users.clear()
-            self.items.clear()
-        self._to_restore |= self._assigned
-        group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        for tp in self.group.committed(group_tps, timeout=30):
-            self.group.seek(TopicPartition(tp.topic, tp.partition,
-                                           tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
-        self._follow_drop |= set(self._follow_add)
-        self._sync_follower()
-
     # -- one iteration ----------------------------------------------------------------
 
-    def _collect(self) -> _Pending:
-        s = self.settings
-        wait = s.commit_interval_ms / 1000.0
-        msgs = self.group.consume(num_messages=s.batch_max_events, timeout=wait)
+    def _consume(self, timeout_s: float) -> list[Any]:
+        n = self.settings.batch_max_events
+        msgs: list[Any] = self.group.consume(num_messages=n, timeout=timeout_s)
         self._sync_follower()
-        msgs += self.follower.consume(num_messages=s.batch_max_events, timeout=0)
+        msgs += self.follower.consume(num_messages=n, timeout=0)
+        return msgs
+
+    def _collect(self) -> Pending | None:
+        """What the consumers have now; None when an abort reset every partition."""
+        # with a transaction in flight, take what is there and process it meanwhile;
+        # else wait for the first records (up to the commit interval: the idle timers)
+        msgs = self._consume(0)
+        if not msgs and self._inflight is None:
+            deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
+            while not msgs and time.monotonic() < deadline and not self._stop.is_set():
+                msgs = self._consume(POLL_S)
+        if self._needs_reset:
+            self._reset()
+            return None  # records of before the reset are read again
         if self._to_restore:
             self._restore()
-        pending = _Pending()
+        pending = Pending()
         kinds = self._topic_kind
         for msg in msgs:
             err = msg.error()
@@ -427,7 +372,10 @@ class Worker:
             return high >= 0 and pos.offset >= 0 and pos.offset >= high
         return caught_up
 
-    def _process(self, pending: _Pending, idle: bool, report: bool) -> None:
+    def _process(self, pending: Pending, idle: bool, report: bool) -> Batch | None:
+        """Run the records through the engine; the batch to commit (None: nothing to)."""
+        if not (pending.count or idle or report):
+            return None
         started = time.time()
         now_ms = int(started * 1000)
         result = Result()
@@ -446,31 +394,20 @@ class Worker:
                 for p, part in sorted(self.users.items()):
                     result.extend(part.advance_idle(now_ms, self.settings.idle_advance_ms,
                                                     self._caught_up(p)))
-        if idle:
-            self.lag = self._measure_lag()
             if report:
                 result.outputs.extend(label_reports(list(self.users.values())))
-        processed = time.time()
+        if idle:
+            self.lag = self._measure_lag()
         if not pending.count and not result.outputs and not result.deltas:
-            return
-        try:
-            self.txn.commit(result.outputs, result.deltas, pending.offsets,
-                            self.group.consumer_group_metadata())
-        except TransactionAborted:
-            self._reset()
-            return
-        if self.local is not None and result.deltas:
-            topics = self.changelogs
-            self.local_writes += self.local.apply(
-                ((topics[d.state], d.partition), d.key, d.value) for d in result.deltas)
-        if pending.count:
-            self.batch_sizes.add(pending.count, started, processed, time.time())
-        if time.monotonic() - self._last_mark >= self.settings.checkpoint_interval_ms / 1000:
-            self._mark()
+            return None
+        return Batch(result, pending.offsets, self.group.consumer_group_metadata(),
+                     pending.count, started, time.time())
 
-    def _measure_lag(self) -> dict[tuple[str, int], int] | None:
+    # -- what the web server asks -----------------------------------------------------
+
+    def _measure_lag(self) -> dict[Part, int] | None:
         """Records left to read per assigned input partition (librdkafka's cached ends)."""
-        lag: dict[tuple[str, int], int] = {}
+        lag: dict[Part, int] = {}
         owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
         owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
         for consumer, tp in owned:
@@ -494,8 +431,6 @@ class Worker:
         if self.lag is None:
             return False, "input positions not known yet"
         return True, f"{sum(self.lag.values())} records behind"
-
-    # -- reads for the web server -----------------------------------------------------
 
     def read(self, entity: str, key: str) -> tuple[int, bytes]:
         """(HTTP status, body) of ``GET /features/{entity}/{key}`` answered here."""
@@ -523,4 +458,3 @@ class Worker:
 
 def _tps(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps) or "nothing"
-
