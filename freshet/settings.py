@@ -12,7 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from labels.config import LabelConfig, LabelMode
 
 #: Logical topic names (as used in code) -> default topic names on the broker.
 DEFAULT_TOPICS: dict[str, str] = {
@@ -27,15 +29,25 @@ DEFAULT_TOPICS: dict[str, str] = {
     "late_clicks": "labels.late-clicks",
     "unattributed_clicks": "clicks.unattributed",
     "dead_letters": "dead-letters",
+    "model_comparisons": "model-comparisons",
+    "model_routing": "model-routing",
+    "drift": "drift",
+    "retrain_triggers": "retrain-triggers",
+    "model_versions": "model-versions",
 }
 
 #: Topics that hold latest-value-per-key records and are created compacted.
-COMPACTED_TOPICS = frozenset({"features_user", "features_item"})
+COMPACTED_TOPICS = frozenset({"features_user", "features_item", "model_routing"})
 
 LABEL_MODES = ("wait", "early_negative", "observe_then_correct")
-STORES = ("rocksdb", "memory")
+STORES = ("memory", "rocksdb")
+StoreKind = Literal["memory", "rocksdb"]
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: which performance drop raises a retrain trigger (as ``evaluation.TriggerConfig``)
+RetrainPerformance = Literal["off", "log_loss", "auc", "both"]
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -57,14 +69,14 @@ class Settings:
     idle_advance_ms: int = 10_000
     label_window_ms: int = 1_800_000
     label_skew_ms: int = 5_000
-    label_mode: str = "wait"
+    label_mode: LabelMode = "wait"
     label_observe_ms: int = 60_000
     label_eager_clicks: bool = False
     labels_enabled: bool = True
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
     catalog: str = ""
-    store: str = "rocksdb"
+    store: StoreKind = "memory"
     checkpoint_interval_ms: int = 60_000
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
@@ -83,12 +95,26 @@ class Settings:
     #: testing aid: wait this long between producing a batch and committing it, so that
     #: a fault injected then (a SIGKILL) lands inside an open transaction
     debug_commit_delay_ms: int = 0
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False)
     ssl_cafile: str = ""
     log_level: str = "INFO"
+    #: the evaluation stage (model-metrics, comparisons, routing, drift, triggers)
+    evaluation_enabled: bool = True
+    evaluation_interval_ms: int = 1_000
+    routing_floor: float = 0.05
+    routing_draws: int = 20_000
+    routing_seed: int = 0
+    drift_reference_size: int = 1_000
+    drift_psi_threshold: float = 0.2
+    #: retrain reasons "time" (event-time ms) and "volume" (matured labels); 0 = off
+    retrain_every_ms: int = 86_400_000
+    retrain_every_labels: int = 0
+    retrain_performance: RetrainPerformance = "log_loss"
+    retrain_log_loss_margin: float = 0.01
+    retrain_auc_margin: float = 0.01
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -157,13 +183,15 @@ class Settings:
         if self.ssl_cafile:
             need(Path(self.ssl_cafile).is_file(), "KAFKA_SSL_CAFILE",
                  f"{self.ssl_cafile!r} is not a readable file")
+        need(100 <= self.evaluation_interval_ms <= 3_600_000, "EVALUATION_INTERVAL_MS",
+             "must be 100..3600000 (ms between evaluation records)")
+        out.extend(self._evaluation_problems())
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL",
              "must be DEBUG, INFO, WARNING or ERROR")
         return out
 
-    def label_config(self) -> Any:
-        """The label engine's configuration (a ``labels.LabelConfig``) from these settings."""
-        from labels.config import LabelConfig
+    def label_config(self) -> LabelConfig:
+        """The label engine's configuration from these settings."""
 
         return LabelConfig(window_ms=self.label_window_ms, skew_ms=self.label_skew_ms,
                            mode=self.label_mode, observe_ms=self.label_observe_ms,
@@ -178,6 +206,38 @@ class Settings:
         except ValueError as exc:
             message = str(exc)
             field_name = next((n for n in names if message.startswith(n)), "window_ms")
+            return [f"FRESHET_{names[field_name]}: {message}"]
+        return []
+
+    def eval_config(self) -> Any:
+        """The evaluator's configuration (an ``evaluation.EvalConfig``) from these settings."""
+        from evaluation.config import DriftConfig, EvalConfig, RoutingConfig, TriggerConfig
+
+        return EvalConfig(
+            routing=RoutingConfig(draws=self.routing_draws, seed=self.routing_seed,
+                                  floor=self.routing_floor),
+            drift=DriftConfig(reference_size=self.drift_reference_size,
+                              psi_threshold=self.drift_psi_threshold),
+            triggers=TriggerConfig(
+                every_ms=self.retrain_every_ms or None,
+                every_labels=self.retrain_every_labels or None,
+                performance=self.retrain_performance,
+                log_loss_margin=self.retrain_log_loss_margin,
+                auc_margin=self.retrain_auc_margin))
+
+    def _evaluation_problems(self) -> list[str]:
+        # one place decides what evaluation settings are valid: the evaluator's own config
+        names = {"draws": "ROUTING_DRAWS", "seed": "ROUTING_SEED", "floor": "ROUTING_FLOOR",
+                 "reference_size": "DRIFT_REFERENCE_SIZE",
+                 "psi_threshold": "DRIFT_PSI_THRESHOLD", "every_ms": "RETRAIN_EVERY_MS",
+                 "every_labels": "RETRAIN_EVERY_LABELS", "performance": "RETRAIN_PERFORMANCE",
+                 "log_loss_margin": "RETRAIN_LOG_LOSS_MARGIN",
+                 "auc_margin": "RETRAIN_AUC_MARGIN"}
+        try:
+            self.eval_config()
+        except ValueError as exc:
+            message = str(exc)
+            field_name = next((n for n in names if message.startswith(n)), "draws")
             return [f"FRESHET_{names[field_name]}: {message}"]
         return []
 

@@ -6,7 +6,9 @@ which ``freshet worker`` also runs), the web server (read path, ``/metrics``,
 stream caps at ~5-11k events/s here, its committed offsets can run ahead of
 durable state and its windowed tables close on the wall clock. The engine loop
 (:class:`streams.worker.Worker`) runs in its own thread with confluent-kafka
-consumers and one transaction per batch. The Faust app runs in producer-only mode:
+consumers and one transaction per batch; the evaluation stage
+(:class:`streams.evaluation.EvaluationStage`, off with FRESHET_EVALUATION_ENABLED=false)
+in another. The Faust app runs in producer-only mode:
 no Faust consumer, so nothing of Faust's joins a consumer group.
 
 There is no import-time app: ``faust -A streams.app worker`` reaches the module
@@ -24,6 +26,7 @@ import faust
 
 from features.catalog import Catalog
 from freshet.settings import Settings
+from streams.evaluation import EvaluationStage
 from streams.views import register_views
 from streams.worker import Worker
 
@@ -78,6 +81,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     app.producer_only = True
     worker = Worker(settings, catalog)
     app.freshet_worker = worker  # type: ignore[attr-defined]
+    stage = EvaluationStage(settings) if settings.evaluation_enabled else None
+    app.freshet_evaluation = stage  # type: ignore[attr-defined]
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_engine() -> None:
@@ -88,13 +93,17 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(exc)))
 
         worker.start(on_crash=crashed)
+        if stage is not None:
+            stage.start(on_crash=crashed)
 
     def stop_engine(sender: Any, **kwargs: Any) -> None:
+        if stage is not None:
+            stage.stop()
         worker.stop()
 
     app.on_before_shutdown.connect(stop_engine)  # type: ignore[arg-type]
 
-    register_views(app, worker)
+    register_views(app, worker, stage)
     return app
 
 

@@ -4,7 +4,9 @@
 ``source``): from this worker if it owns the key's partition, else forwarded to the
 owner (:mod:`streams.routing`; ``X-Freshet-Served-By`` names who answered); 404 for
 an unknown id, 400 for a malformed one, 503 while the partition has no owner
-(a rebalance) or the owner does not answer. ``GET /metrics`` serves
+(a rebalance) or the owner does not answer. ``GET /routing`` answers the
+latest ``model-routing`` record (the bandit's traffic weights per model; 503 before the
+first). ``GET /metrics`` serves
 Prometheus text; ``GET /stats`` the same figures as JSON. ``GET /health`` (liveness:
 200 while the engine loop runs) and ``GET /ready`` (readiness: 200 once partitions
 are assigned and restored and the input lag is known) are for supervisors.
@@ -22,6 +24,7 @@ from faust.web import Request, Response, View
 from events.contracts import MAX_ID_LEN
 from features.batch import NONE
 from streams import kafka
+from streams.evaluation import EvaluationStage
 from streams.routing import FORWARDED, SERVED_BY, Entity, Owners
 from streams.worker import Worker
 
@@ -53,6 +56,7 @@ def stats(worker: Worker) -> dict[str, Any]:
                 merged.merge(part.labels.delays)
         delays = merged.snapshot()
     lag = worker.lag
+    states = worker.states
     return {
         "events": dict(c.events), "dead_letters": c.dead_letters, "late_events": c.late_events,
         "duplicates": c.duplicates, "features_published": dict(c.features_published),
@@ -63,9 +67,9 @@ def stats(worker: Worker) -> dict[str, Any]:
         "awaiting_commit": getattr(getattr(worker, "txn", None), "awaiting_commit", False),
         "lag": None if lag is None else {f"{t}[{p}]": n for (t, p), n in sorted(lag.items())},
         "lag_total": None if lag is None else sum(lag.values()),
-        "local_store_writes": worker.local_writes,
-        "changelog_records_restored": worker.changelog_records_read,
-        "restored_from_local_store": worker.local_restores,
+        "local_store_writes": states.local_writes if states else 0,
+        "changelog_records_restored": states.records_read if states else 0,
+        "restored_from_local_store": states.local_restores if states else 0,
     }
 
 
@@ -104,16 +108,49 @@ def render_metrics(doc: dict[str, Any]) -> str:
     metric("freshet_click_delay_ms", "gauge", "Click delay quantiles per model.",
            [(f'{{model="{m}",quantile="{q}"}}', s.get(q)) for m, s in doc["click_delay"].items()
             for q in ("p50", "p90", "p99")])
+    ev = doc.get("evaluation")
+    if ev is not None:
+        metric("freshet_evaluation_leader", "gauge", "1 on the worker running the evaluator.",
+               [("", int(ev["leader"]))])
+        metric("freshet_evaluation_label_watermark_ms", "gauge",
+               "Label watermark of the latest evaluation records.",
+               [("", ev["label_watermark_ms"])])
+        metric("freshet_evaluation_records_total", "counter", "Evaluation records published.",
+               [("", ev["records_out"])])
+        models = ev.get("models") or {}
+        metric("freshet_model_ctr", "gauge", "Cumulative CTR of matured labels, per model.",
+               [(f'{{model="{m}"}}', v.get("ctr")) for m, v in sorted(models.items())])
+        metric("freshet_model_auc", "gauge", "Cumulative ROC AUC of matured labels, per model.",
+               [(f'{{model="{m}"}}', v.get("auc")) for m, v in sorted(models.items())])
+        weights = (ev.get("routing") or {}).get("weights", {})
+        metric("freshet_routing_weight", "gauge", "Latest routing weight, per model.",
+               [(f'{{model="{m}"}}', w) for m, w in sorted(weights.items())])
     return "\n".join(lines) + "\n"
 
 
-def register_views(app: Any, worker: Worker) -> None:
-    """Register the read path, ``/metrics`` and ``/stats`` on ``app``."""
+def register_views(app: Any, worker: Worker, stage: EvaluationStage | None = None) -> None:
+    """Register the read path, ``/routing``, ``/metrics`` and ``/stats`` on ``app``."""
+
+    def document() -> dict[str, Any]:
+        doc = stats(worker)
+        doc["evaluation"] = stage.stats() if stage is not None else None
+        return doc
+
+    @app.page("/routing")
+    class Routing(View):
+        async def get(self, request: Request) -> Response:
+            rec = stage.routing() if stage is not None else None
+            if rec is None:
+                why = ("the evaluation stage is off (FRESHET_EVALUATION_ENABLED)"
+                       if stage is None else "no routing weights yet (no matured labels)")
+                return self.json({"error": why}, status=404 if stage is None else 503,
+                                 headers={"Retry-After": "5"} if stage is not None else None)
+            return self.json(rec)
 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.text(render_metrics(stats(worker)),
+            return self.text(render_metrics(document()),
                              content_type="text/plain; version=0.0.4")
 
     @app.page("/health")
@@ -132,7 +169,7 @@ def register_views(app: Any, worker: Worker) -> None:
     @app.page("/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
-            return self.json(stats(worker))
+            return self.json(document())
 
     s = worker.settings
     owners = Owners(kafka.admin_client(s), s.app_id,
