@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["FRESHET_APP_ID"] = settings.app_id
         print(f"this run's topics are prefixed {settings.topic_prefix!r}", flush=True)
     return run_demo(settings, duration_s=args.duration, rate=args.rate, seed=args.seed,
-                    keep_kafka=args.keep_kafka)
+                    keep_kafka=args.keep_kafka, drift_after_min=args.drift_after_min)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -202,10 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=2_000.0, help="generator events/s")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    p.add_argument("--drift-after-min", type=float, default=180.0,
+                   help="event-time minutes before the generator injects a drift (0: none)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("settings", help="show the effective FRESHET_* settings")
     p.set_defaults(func=cmd_settings)
+
+    from freshet.train_cli import add_parser as add_train_parser  # freshet train
+
+    add_train_parser(sub)
     return parser
 
 

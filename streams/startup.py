@@ -28,39 +28,58 @@ class StartupError(RuntimeError):
     """A worker cannot start; the message says what to fix."""
 
 
-class DataDirLock:
-    """An exclusive, advisory lock on a worker's data folder (released at exit)."""
+class FolderLock:
+    """An exclusive, advisory lock file held while this process lives (even SIGKILL frees it)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "worker.lock"
+    def __init__(self, path: Path, role: str) -> None:
+        self.path, self.role = path, role
         self._file: IO[str] | None = None
 
-    def acquire(self) -> None:
-        """Lock, or raise :class:`StartupError` naming the process that holds the folder."""
+    def acquire(self) -> str | None:
+        """Take the lock: None, or (held elsewhere) who holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 (held open while the worker lives)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held open while the process lives)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise StartupError(
-                f"the data folder {self.path.parent} is in use by {holder}: every worker "
-                "needs a folder of its own; set FRESHET_DATA_DIR to another folder "
-                "(and keep it across that worker's restarts)") from None
+            return holder
         handle.seek(0)
         handle.truncate()
-        handle.write(f"worker pid {os.getpid()}\n")
+        handle.write(f"{self.role} pid {os.getpid()}\n")
         handle.flush()
         self._file = handle
+        return None
 
     def release(self) -> None:
-        """Unlock (the lock also goes when the process ends, even on SIGKILL)."""
+        """Unlock."""
         if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+class DataDirLock:
+    """An exclusive, advisory lock on a worker's data folder (released at exit)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "worker.lock"
+        self._lock = FolderLock(self.path, "worker")
+
+    def acquire(self) -> None:
+        """Lock, or raise :class:`StartupError` naming the process that holds the folder."""
+        holder = self._lock.acquire()
+        if holder is not None:
+            raise StartupError(
+                f"the data folder {self.path.parent} is in use by {holder}: every worker "
+                "needs a folder of its own; set FRESHET_DATA_DIR to another folder "
+                "(and keep it across that worker's restarts)")
+
+    def release(self) -> None:
+        """Unlock (the lock also goes when the process ends, even on SIGKILL)."""
+        self._lock.release()
 
 
 def wait_for_broker(settings: Settings, first_backoff_s: float = 1.0) -> None:
