@@ -135,11 +135,12 @@ class TriggerState:
         now = monitor.drifted_subjects(model_id)
         rearm = cfg.drift_rearm * monitor.config.psi_threshold
 
-        def still_acked(key: str) -> bool:
+        keep = self.acked & now
+        for key in self.acked - now:  # under the threshold: re-armed once well under it
             value = monitor.psi_value(key)
-            return key in now or (value is not None and value >= rearm)
-
-        self.acked = {k for k in self.acked if still_acked(k)}  # recovered: may fire again
+            if value is not None and value >= rearm:
+                keep.add(key)
+        self.acked = keep
         new = sorted(now - self.acked)
         adwin = monitor.adwin.get(model_id)
         if adwin is not None and adwin.detections > self.adwin_acked:
