@@ -81,6 +81,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The evaluation stage alone: joins the leader election, evaluates when elected."""
+    import logging
+    import signal
+    import threading
+
+    from freshet.topics import create_topics
+    from streams.evaluation import EvaluationStage
+    from streams.startup import FolderLock, StartupError, wait_for_broker
+
+    settings = _settings()
+    logging.basicConfig(level=(args.loglevel or settings.log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = FolderLock(settings.data_dir / "evaluation" / "evaluator.lock", "evaluator")
+    holder = lock.acquire()
+    if holder is not None:
+        raise SystemExit(f"freshet evaluate: {settings.data_dir / 'evaluation'} is in use by "
+                         f"{holder}: give each evaluator its own FRESHET_DATA_DIR")
+    try:
+        wait_for_broker(settings)
+    except StartupError as exc:
+        raise SystemExit(f"freshet evaluate: {exc}") from None
+    create_topics(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stage = EvaluationStage(settings, lead=True)
+    stage.start(on_crash=lambda exc: stop.set())
+    stop.wait()
+    stage.stop()
+    lock.release()
+    return 1 if stage.error is not None else 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from freshet.generator import GeneratorConfig, generate, write_jsonl
 
@@ -205,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-after-min", type=float, default=180.0,
                    help="event-time minutes before the generator injects a drift (0: none)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="the evaluation stage in a process of its own")
+    p.add_argument("--loglevel", default=None, help="debug, info, warning, error")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("settings", help="show the effective FRESHET_* settings")
     p.set_defaults(func=cmd_settings)

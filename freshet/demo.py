@@ -1,8 +1,9 @@
 """``freshet run``: the whole pipeline on this machine, with a live summary.
 
 Starts the local Kafka (unless FRESHET_KAFKA_BOOTSTRAP points elsewhere and answers),
-creates the topics, starts one worker process and the generator, and prints events/s,
-feature records published and dead letters every second until Ctrl-C or --duration.
+creates the topics, starts one worker process, one evaluator process (``freshet
+evaluate``) and the generator, and prints events/s, feature records published and dead
+letters every second, and the evaluation loop every 5 s, until Ctrl-C or --duration.
 """
 
 from __future__ import annotations
@@ -122,10 +123,18 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: in
             keep_kafka = True  # it was running before us: leave it as we found it
     create_topics(settings)
     print(f"topics ready; starting a worker (web on :{settings.web_port}) ...", flush=True)
+    # the evaluator in a process of its own: its per-label work then has a core of its
+    # own instead of sharing the worker's interpreter (FRESHET_EVALUATION_LEADER)
+    env = {**os.environ, "FRESHET_EVALUATION_LEADER": "process"}
     worker = subprocess.Popen([sys.executable, "-m", "freshet.cli", "worker"],
-                              env={**os.environ}, stdin=subprocess.DEVNULL,
+                              env=env, stdin=subprocess.DEVNULL,
                               stdout=open(settings.data_dir / "worker.log", "ab"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
+    evaluator = subprocess.Popen([sys.executable, "-m", "freshet.cli", "evaluate"],
+                                 env=env, stdin=subprocess.DEVNULL,
+                                 stdout=open(settings.data_dir / "evaluator.log",  # noqa: SIM115
+                                             "ab"),
+                                 stderr=subprocess.STDOUT)
     stop = threading.Event()
     produced = [0]
     gen = threading.Thread(target=_generate_forever, args=(settings, rate, seed, stop, produced,
@@ -175,11 +184,13 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: in
                 print(f"          {line}", flush=True)
     finally:
         stop.set()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (worker, evaluator):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (worker, evaluator):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if kafka is not None and not keep_kafka:
             kafka.stop()
             print("stopped the local Kafka")

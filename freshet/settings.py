@@ -44,6 +44,8 @@ STORES = ("memory", "rocksdb")
 StoreKind = Literal["memory", "rocksdb"]
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+EVALUATION_LEADERS = ("worker", "process")
+EvaluationLeader = Literal["worker", "process"]
 #: which performance drop raises a retrain trigger (as ``evaluation.TriggerConfig``)
 RetrainPerformance = Literal["off", "log_loss", "auc", "both"]
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -103,6 +105,8 @@ class Settings:
     log_level: str = "INFO"
     #: the evaluation stage (model-metrics, comparisons, routing, drift, triggers)
     evaluation_enabled: bool = True
+    #: where the evaluation leader may run: in any worker, or only in `freshet evaluate`
+    evaluation_leader: EvaluationLeader = "worker"
     evaluation_interval_ms: int = 1_000
     routing_floor: float = 0.05
     routing_draws: int = 20_000
@@ -183,6 +187,8 @@ class Settings:
         if self.ssl_cafile:
             need(Path(self.ssl_cafile).is_file(), "KAFKA_SSL_CAFILE",
                  f"{self.ssl_cafile!r} is not a readable file")
+        need(self.evaluation_leader in EVALUATION_LEADERS, "EVALUATION_LEADER",
+             f"must be one of {EVALUATION_LEADERS}")
         need(100 <= self.evaluation_interval_ms <= 3_600_000, "EVALUATION_INTERVAL_MS",
              "must be 100..3600000 (ms between evaluation records)")
         out.extend(self._evaluation_problems())

@@ -81,7 +81,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     app.producer_only = True
     worker = Worker(settings, catalog)
     app.freshet_worker = worker  # type: ignore[attr-defined]
-    stage = EvaluationStage(settings) if settings.evaluation_enabled else None
+    stage = (EvaluationStage(settings, lead=settings.evaluation_leader == "worker")
+             if settings.evaluation_enabled else None)
     app.freshet_evaluation = stage  # type: ignore[attr-defined]
 
     @app.task  # type: ignore[untyped-decorator]

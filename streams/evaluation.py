@@ -18,7 +18,9 @@ so a restarted leader continues where it was. A leader without a checkpoint (ano
 host, a lost disk) reads the label topics from their start; since every record at
 ``T`` is a function of the labels below ``T`` only, it writes the same records again.
 
-Every worker also follows ``model-routing`` (:class:`RoutingTail`) for ``GET /routing``.
+Every worker also follows the stage's outputs (:class:`OutputsTail`) for ``GET /routing``
+and the per-model summary in ``/stats``, wherever the leader runs: in any worker, or
+(``FRESHET_EVALUATION_LEADER=process``) only in ``freshet evaluate`` processes.
 """
 
 from __future__ import annotations
@@ -108,8 +110,6 @@ class Leader:
                                   "transactional.id": f"{settings.app_id}-evaluation"})
         self.producer.init_transactions(30)
         self.records_out = 0
-        #: per model, its cumulative figures and latest trigger (for /stats, `freshet run`)
-        self.summary: dict[str, dict[str, Any]] = {}
         self._next_ms = 0.0
         log.info("evaluation: leader (from %s)", "a checkpoint" if ckpt else "the start")
 
@@ -136,7 +136,6 @@ class Leader:
         self.producer.commit_transaction(30)
         self.records_out += len(outs)
         self.emitted_ms = at_ms
-        self.summary = summarize(outs)
         save_checkpoint(self.path, Checkpoint(
             evaluator=self.evaluator.to_bytes(), positions=self.feed.positions(),
             watermarks=self.feed.watermarks, emitted_ms=at_ms))
@@ -146,47 +145,38 @@ class Leader:
         self.producer.flush(10)
 
 
-def summarize(outs: list[Any]) -> dict[str, dict[str, Any]]:
-    """Per model: cumulative impressions, clicks, CTR, AUC, log-loss, shadow, last trigger.
+class OutputsTail:
+    """The stage's latest outputs, followed from near each topic's end (every worker).
 
-    >>> from evaluation import EvalOutput
-    >>> summarize([EvalOutput("model-metrics", "m", {"window": "all", "impressions": 2,
-    ...            "clicks": 1, "ctr": 0.5, "auc": None, "log_loss": 0.7, "shadow": False})])
-    {'m': {'impressions': 2, 'clicks': 1, 'ctr': 0.5, 'auc': None, 'log_loss': 0.7, \
-'shadow': False, 'trigger': None}}
+    Keeps the latest ``model-routing`` record, each model's cumulative ``model-metrics``
+    record and its latest ``retrain-triggers`` record: what ``GET /routing`` and
+    ``/stats`` show, on any worker, wherever the leader runs.
     """
-    out: dict[str, dict[str, Any]] = {}
-    for o in outs:
-        if o.topic == "model-metrics" and o.record.get("window") == "all":
-            r = o.record
-            out[o.key] = {k: r.get(k) for k in ("impressions", "clicks", "ctr", "auc",
-                                                "log_loss", "shadow")} | {"trigger": None}
-    for o in outs:
-        if o.topic == "retrain-triggers" and o.key in out:
-            out[o.key]["trigger"] = {"sequence": o.record.get("sequence"),
-                                     "reasons": [r.get("reason") for r in
-                                                 o.record.get("reasons", [])]}
-    return out
 
-
-class RoutingTail:
-    """The latest ``model-routing`` record, followed from the topic's end."""
+    #: records read back per partition at start (the latest snapshot is among them)
+    BACKLOG = 200
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.topic("model_routing")
-        self.latest: dict[str, Any] | None = None
+        names = {settings.topic(t): t for t in ("model_routing", "model_metrics",
+                                                "retrain_triggers")}
+        self.kinds = names
+        self.routing: dict[str, Any] | None = None
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.triggers: dict[str, dict[str, Any]] = {}
         self.consumer = Consumer({**feed_consumer(settings), "enable.partition.eof": False})
-        parts = topic_partitions(settings, [self.topic])[self.topic]
         tps = []
-        for p in range(parts):
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                            timeout=10, cached=False)
-            tps.append(TopicPartition(self.topic, p, high - 1 if high > low else OFFSET_END))
+        for topic, parts in topic_partitions(settings, list(names)).items():
+            back = 1 if names[topic] == "model_routing" else self.BACKLOG
+            for p in range(parts):
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                timeout=10, cached=False)
+                tps.append(TopicPartition(topic, p, max(low, high - back) if high > low
+                                          else OFFSET_END))
         self.consumer.assign(tps)
 
     def poll(self) -> None:
         """Take in what arrived (never blocks for long)."""
-        for msg in self.consumer.consume(100, timeout=0.01):
+        for msg in self.consumer.consume(1_000, timeout=0.01):
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue
@@ -194,22 +184,57 @@ class RoutingTail:
                 rec = orjson.loads(value)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("label_watermark_ms"), int) and (
-                    self.latest is None
-                    or rec["label_watermark_ms"] >= self.latest["label_watermark_ms"]):
-                self.latest = rec
+            if isinstance(rec, dict) and isinstance(rec.get("label_watermark_ms"), int):
+                self._take(self.kinds.get(str(msg.topic()), ""), rec)
+
+    def _take(self, kind: str, rec: dict[str, Any]) -> None:
+        t = rec["label_watermark_ms"]
+        if kind == "model_routing":
+            if self.routing is None or t >= self.routing["label_watermark_ms"]:
+                self.routing = rec
+            return
+        model = rec.get("model_id")
+        if not isinstance(model, str):
+            return
+        table = self.triggers if kind == "retrain_triggers" else self.metrics
+        if kind == "model_metrics" and (rec.get("kind") != "evaluation"
+                                        or rec.get("window") != "all"):
+            return
+        old = table.get(model)
+        if old is None or t >= old["label_watermark_ms"]:
+            table[model] = rec
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per model: cumulative impressions, clicks, CTR, AUC, log-loss, shadow, trigger
+        and the label watermark they are as of."""
+        out = {}
+        for model, m in sorted(self.metrics.items()):
+            trig = self.triggers.get(model)
+            out[model] = {k: m.get(k) for k in ("impressions", "clicks", "ctr", "auc",
+                                                "log_loss", "shadow",
+                                                "label_watermark_ms")} | {
+                "trigger": None if trig is None else {
+                    "sequence": trig.get("sequence"),
+                    "reasons": [r.get("reason") for r in trig.get("reasons", [])]}}
+        return out
 
     def close(self) -> None:
         self.consumer.close()
 
 
 class EvaluationStage:
-    """The stage's thread: the election, the leader's work when elected, the tail."""
+    """The stage's thread: the tail, and with ``lead`` the election and the leader's work.
 
-    def __init__(self, settings: Settings) -> None:
+    Workers run it with ``lead`` unless ``FRESHET_EVALUATION_LEADER=process``, where
+    only ``freshet evaluate`` processes (``lead`` and no web server) may lead: the
+    evaluator then has a process (and a core) of its own.
+    """
+
+    def __init__(self, settings: Settings, lead: bool = True) -> None:
         self.settings = settings
+        self.lead = lead
         self.leader: Leader | None = None
-        self.tail: RoutingTail | None = None
+        self.tail: OutputsTail | None = None
         self.error: BaseException | None = None
         self._elected = False
         self._stop = threading.Event()
@@ -222,7 +247,7 @@ class EvaluationStage:
 
     def routing(self) -> dict[str, Any] | None:
         """The latest routing weights record, or None before the first one."""
-        return self.tail.latest if self.tail is not None else None
+        return self.tail.routing if self.tail is not None else None
 
     def start(self, on_crash: Callable[[BaseException], None] | None = None) -> None:
         """Run the stage in a thread; ``on_crash`` is called if it dies."""
@@ -245,36 +270,46 @@ class EvaluationStage:
 
     def _run(self) -> None:
         s = self.settings
-        names = [s.topic(t) for t in ("labels", "training_examples", "label_watermarks")]
-        partitions = topic_partitions(s, names)
-        self.tail = RoutingTail(s)
-        election = Consumer({
-            **kafka.base(s), "group.id": f"{s.app_id}-evaluation",
-            "enable.auto.commit": False, "session.timeout.ms": s.session_timeout_ms,
-            "heartbeat.interval.ms": max(1_000, s.session_timeout_ms // 4)})
-        election.subscribe([internal_topic(s, EVALUATION_LEADER)],
-                           on_assign=lambda c, ps: self._elect(bool(ps)),
-                           on_revoke=lambda c, ps: self._elect(False))
+        self.tail = OutputsTail(s)
+        election = None
+        if self.lead:
+            names = [s.topic(t) for t in ("labels", "training_examples", "label_watermarks")]
+            partitions = topic_partitions(s, names)
+            election = Consumer({
+                **kafka.base(s), "group.id": f"{s.app_id}-evaluation",
+                "enable.auto.commit": False, "session.timeout.ms": s.session_timeout_ms,
+                "heartbeat.interval.ms": max(1_000, s.session_timeout_ms // 4)})
+            election.subscribe([internal_topic(s, EVALUATION_LEADER)],
+                               on_assign=lambda c, ps: self._elect(bool(ps)),
+                               on_revoke=lambda c, ps: self._elect(False))
         try:
             while not self._stop.is_set():
-                for msg in election.consume(10, timeout=0.05 if self.leader else 0.2):
-                    err = msg.error()
-                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                        log.debug("evaluation election: %s", err)
-                if self._elected and self.leader is None:
-                    self.leader = Leader(s, partitions)
-                elif not self._elected and self.leader is not None:
-                    self.leader.close()
-                    self.leader = None
-                    log.info("evaluation: no longer the leader")
-                if self.leader is not None:
-                    self.leader.step()
+                if election is None:
+                    self._stop.wait(0.2)
+                else:
+                    self._serve(election, partitions)
                 self.tail.poll()
         finally:
             if self.leader is not None:
                 self.leader.close()
-            election.close()
+            if election is not None:
+                election.close()
             self.tail.close()
+
+    def _serve(self, election: Consumer, partitions: dict[str, int]) -> None:
+        """One round of the election and, when elected, of the leader's work."""
+        for msg in election.consume(10, timeout=0.05 if self.leader else 0.2):
+            err = msg.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                log.debug("evaluation election: %s", err)
+        if self._elected and self.leader is None:
+            self.leader = Leader(self.settings, partitions)
+        elif not self._elected and self.leader is not None:
+            self.leader.close()
+            self.leader = None
+            log.info("evaluation: no longer the leader")
+        if self.leader is not None:
+            self.leader.step()
 
     def _elect(self, elected: bool) -> None:
         self._elected = elected
@@ -287,5 +322,5 @@ class EvaluationStage:
                 "records_out": lead.records_out if lead else 0,
                 "invalid_inputs": lead.feed.invalid if lead else 0,
                 "evaluator": dict(lead.evaluator.counters) if lead else None,
-                "models": lead.summary if lead else {},
+                "models": self.tail.summary() if self.tail is not None else {},
                 "routing": self.routing()}

@@ -12,6 +12,9 @@ stream published (so the stage never advanced before it had every label below
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +31,7 @@ from freshet.generator import GeneratorConfig, generate, write_jsonl
 from freshet.topics import create_topics
 from streams.evaluation import OUTPUT_TOPICS
 from streams.replay import read_jsonl, replay_files
-from tests.streams.support import consume, produce_log, running_worker
+from tests.streams.support import ROOT, consume, produce_log, running_worker, settings_env
 from tests.streams.test_features_stream import make_settings
 from tests.streams.test_labels_stream import LABEL_ENV, finals
 
@@ -198,3 +201,97 @@ def test_evaluation_loop_matches_the_oracles(kafka_bootstrap: str, unique_prefix
                 read_jsonl(tmp_path / "out" / f"{name.replace('_', '-')}.jsonl"))
         replay = last_per_key(file, key)
         assert {k: strip(v) for k, v in live.items()} == {k: strip(v) for k, v in replay.items()}
+
+
+def json_of(rec: Any) -> dict[str, Any]:
+    value: dict[str, Any] = orjson.loads(rec.value)
+    return value
+
+
+def _stats(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
+            doc: dict[str, Any] = orjson.loads(resp.read())
+            return doc
+    except OSError:
+        return None
+
+
+def test_evaluator_in_its_own_process_survives_sigkill(kafka_bootstrap: str,
+                                                      unique_prefix: str,
+                                                      tmp_path: Path) -> None:
+    """FRESHET_EVALUATION_LEADER=process: only `freshet evaluate` leads; killed with
+    SIGKILL and restarted it continues from its checkpoint, and the worker's /stats
+    shows its figures (the worker follows the outputs)."""
+    # no idle advance while the test pauses between the halves (it would make the second
+    # half's first events late); the second half's own event time carries T on
+    env = {**EVAL_ENV, "FRESHET_IDLE_ADVANCE_MS": "120000"}
+    settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path / "data", **env,
+                             FRESHET_EVALUATION_LEADER="process")
+    create_topics(settings)
+    records = list(generate(GeneratorConfig(seed=31, users=50, items=20, predictions=2_000)))
+    half = len(records) // 2
+    proc_env = settings_env(settings)
+    log_path = tmp_path / "evaluator.log"
+
+    def evaluator() -> subprocess.Popen[bytes]:
+        out = open(log_path, "ab")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen([sys.executable, "-m", "freshet.cli", "evaluate"], cwd=ROOT,
+                                env=proc_env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    proc = evaluator()
+    try:
+        with running_worker(settings, tmp_path / "worker.log") as worker:
+            produce_log(settings, records[:half])
+            before = consume(settings, ["model_routing"], lambda g: bool(g["model_routing"]),
+                             timeout_s=120, worker=worker)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            t_kill = max(orjson.loads(m.value())["label_watermark_ms"]
+                         for m in before["model_routing"])
+            proc = evaluator()
+            produce_log(settings, records[half:])
+
+            def done(got: dict[str, list[Any]]) -> bool:
+                # the restarted leader went on past where the killed one was
+                marks = [orjson.loads(m.value())["label_watermark_ms"]
+                         for m in got["model_routing"]]
+                return bool(marks) and marks[-1] > t_kill + 60_000
+
+            done.explain = lambda g: f"killed at T {t_kill}"  # type: ignore[attr-defined]
+            consume(settings, ["model_routing"], done, timeout_s=180, worker=worker)
+            doc = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the worker's tail catches up
+                doc = _stats(settings.web_port)
+                ev = (doc or {}).get("evaluation") or {}
+                if (ev.get("routing") or {}).get("label_watermark_ms", 0) > t_kill + 60_000:
+                    break
+                time.sleep(0.3)
+            assert doc is not None
+            ev = doc["evaluation"]
+            assert ev["leader"] is False  # the worker only follows the outputs
+            marks = [ev["routing"]["label_watermark_ms"],
+                     *(m["label_watermark_ms"] for m in ev["models"].values())]
+            pred_ts = {json_of(r)["prediction_id"]: json_of(r)["ts"] for r in records
+                       if r.topic == "predictions" and r.malformed is None}
+            need = {pid for pid, ts in pred_ts.items() if ts < max(marks)}
+            got = consume(settings, ["labels"], lambda g: need <= set(finals(g["labels"])),
+                          timeout_s=120, worker=worker)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    labels = list(finals(got["labels"]).values())
+    # what the worker shows equals the oracle at the label watermark each record is as of
+    routing = ev["routing"]
+    want = oracle_metrics(labels, routing["label_watermark_ms"])
+    assert routing["models"] == {m: {"clicks": w["clicks"], "impressions": w["impressions"]}
+                                 for m, w in want.items()}
+    for model, summary in ev["models"].items():
+        w = oracle_metrics(labels, summary["label_watermark_ms"])[model]
+        assert (summary["impressions"], summary["clicks"]) == (w["impressions"], w["clicks"])
+        assert math.isclose(summary["auc"], w["auc"], rel_tol=1e-9)
+    text = log_path.read_text()
+    assert "evaluation: leader (from the start)" in text
+    assert "evaluation: leader (from a checkpoint)" in text  # the restart resumed
