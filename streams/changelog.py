@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
     short: dict[tuple[str, int], tuple[int, float]] = {}  # read again from, at
     try:
         # the ends to reach: every transaction committed before now is below them
-        high = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
-                                                   cached=False)[1] for tp in parts}
+        high = {tp: _high_watermark(consumer, tp, started + timeout_s) for tp in parts}
         consumer.assign([TopicPartition(t, p, start[(t, p)][1] if (t, p) in start
                                         else OFFSET_BEGINNING) for t, p in parts])
         while pending:
@@ -116,3 +115,17 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
              sum(len(v) for v in out.states.values()), len(parts), len(start), out.records,
              time.monotonic() - started)
     return out
+
+
+def _high_watermark(consumer: Consumer, tp: tuple[str, int], deadline: float) -> int:
+    """A partition's high watermark, asked again while the broker does not answer."""
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
+                                                      cached=False)[1])
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RestoreError(f"no high watermark of {tp[0]}[{tp[1]}]: {exc}") from exc
+            log.warning("high watermark of %s[%d] not available (%s); asking again", *tp,
+                        exc.args[0].str())
+            time.sleep(1.0)

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from evaluation import Evaluator
 from freshet.settings import Settings
@@ -129,16 +136,38 @@ class Leader:
     def publish(self, outs: list[Any], at_ms: int) -> None:
         """One transaction with every record of the evaluator's state at ``at_ms``."""
         s = self.settings
-        self.producer.begin_transaction()
-        for out in outs:
-            self.producer.produce(s.topic(OUTPUT_TOPICS[out.topic]), key=out.key.encode(),
-                                  value=orjson.dumps(out.record))
-        self.producer.commit_transaction(30)
+        try:
+            self.producer.begin_transaction()
+            for out in outs:
+                self.producer.produce(s.topic(OUTPUT_TOPICS[out.topic]), key=out.key.encode(),
+                                      value=orjson.dumps(out.record))
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:  # e.g. a broker restart: publish again next interval
+            self._recover(exc)
+            return
         self.records_out += len(outs)
         self.emitted_ms = at_ms
         save_checkpoint(self.path, Checkpoint(
             evaluator=self.evaluator.to_bytes(), positions=self.feed.positions(),
             watermarks=self.feed.watermarks, emitted_ms=at_ms))
+
+    def _recover(self, exc: KafkaException) -> None:
+        """After a failed publication: abort it, or start a new producer if it is broken.
+
+        A fatal error (fenced by a newer leader, or a broken epoch) raises: this leader is
+        stale, and the stage stops leading (a supervisor restarts the process).
+        """
+        err = exc.args[0]
+        log.warning("evaluation: publication failed (%s); retrying at the next interval",
+                    err.str())
+        if err.fatal():
+            raise exc
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as again:
+            if again.args[0].fatal():
+                raise
+            log.warning("evaluation: abort failed too (%s)", again.args[0].str())
 
     def close(self) -> None:
         self.feed.close()

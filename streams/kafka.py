@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException
 
 from features.catalog import Catalog
 from freshet.settings import Settings
@@ -23,6 +26,12 @@ log = logging.getLogger("freshet.kafka")
 log.addFilter(RepeatFilter())
 #: client errors (e.g. a broker that does not answer), one line per kind a period
 _errors = ErrorThrottle(log)
+
+#: errors of a broker that is restarting or moving its coordinators (worth waiting out)
+_RECOVERING: Final = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError._TIMED_OUT,
+                                KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                                KafkaError.UNSTABLE_OFFSET_COMMIT})
 
 #: librdkafka log lines above this level go to the ``freshet.kafka`` logger.
 _QUIET: Final = {"log_level": 4}  # warning and worse
@@ -148,3 +157,27 @@ def topic_names(settings: Settings) -> dict[str, str]:
     names["items_repartition"] = internal_topic(settings, "items-repartition")
     names["item_snapshots"] = internal_topic(settings, "item-snapshots")
     return names
+
+
+def committed_offsets(consumer: Any, tps: list[Any], wait_s: float = 120.0) -> list[Any]:
+    """The group's committed offsets of ``tps``, retrying while the broker recovers.
+
+    A broker restart or a coordinator move answers NOT_COORDINATOR, timeouts or
+    transport errors for a while: those are retried with backoff (up to ``wait_s``);
+    anything else, or still failing then, is raised.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.1
+    while True:
+        try:
+            result: list[Any] = consumer.committed(tps, timeout=30)
+            return result
+        except KafkaException as exc:
+            err = exc.args[0]
+            if (not err.retriable() and err.code() not in _RECOVERING) or \
+                    time.monotonic() + pause > deadline:
+                raise
+            log.warning("committed offsets not available yet (%s); retrying in %.1f s",
+                        err.str(), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)

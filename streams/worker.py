@@ -219,7 +219,8 @@ class Worker:
             self.items.clear()
         self._to_restore |= self._assigned
         group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        for tp in self.group.committed(group_tps, timeout=30):
+        for tp in kafka.committed_offsets(self.group, group_tps,
+                                          self.settings.broker_wait_ms / 1000):
             self.group.seek(TopicPartition(tp.topic, tp.partition,
                                            tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
         self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
@@ -270,7 +271,8 @@ class Worker:
             self._follow_drop.clear()
         if self._follow_add:
             tps = [tp for p in sorted(self._follow_add) for tp in self._follower_tps(p)]
-            committed = self.group.committed(tps, timeout=30)
+            committed = kafka.committed_offsets(self.group, tps,
+                                                self.settings.broker_wait_ms / 1000)
             start = [TopicPartition(tp.topic, tp.partition,
                                     tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed]
