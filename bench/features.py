@@ -125,12 +125,18 @@ def quix_app(bootstrap: str, prefix: str, work: Path, total: int, timeout_s: flo
 
 
 # -- (e) freshet ----------------------------------------------------------------------
+#: ``--evaluation``: whether the freshet runs include the evaluation stage (issue 8's
+#: pipeline is features + labels + training examples; the stage is downstream of it)
+EVALUATION = {"on": False}
+
+
 def freshet_settings(bootstrap: str, prefix: str, work: Path, same_job: bool = False,
                      ) -> Settings:
     """The worker's settings: defaults, or the peers' job (one feature, no labels)."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"evaluation_enabled": EVALUATION["on"]}
     if same_job:
-        extra = {"catalog": "bench.catalogs:same_job", "labels_enabled": False}
+        extra = {"catalog": "bench.catalogs:same_job", "labels_enabled": False,
+                 "evaluation_enabled": False}
     return Settings(bootstrap_servers=bootstrap, app_id=f"{prefix}app", topic_prefix=prefix,
                     data_dir=work / f"{prefix}data", web_port=free_port(pairs=False), **extra)
 
@@ -347,7 +353,9 @@ def replay(cfg: GeneratorConfig, work: Path, timeout_s: float) -> dict[str, Any]
     import resource
 
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    env = {**os.environ, "FRESHET_EVALUATION_ENABLED": str(EVALUATION["on"]).lower()}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
+                          env=env)
     secs = time.perf_counter() - t
     if proc.returncode != 0:
         return {"error": f"replay failed ({proc.returncode}): {proc.stderr[-600:]}"}
@@ -383,6 +391,7 @@ def figures(results: dict[str, Throughput], extras: dict[str, Any]) -> dict[str,
     f, st, rd, rp = (extras.get(k) for k in ("freshness", "state", "read", "replay"))
     return {
         "contenders": {name: rate(name) for name in results},
+        "evaluation_stage": EVALUATION["on"],
         "errors": {name: r.error for name, r in results.items() if r.error},
         "freshet_full_events_per_s": rate("freshet"),
         "freshet_same_job_events_per_s": rate("freshet-same-job"),
@@ -516,12 +525,15 @@ def main() -> None:
                         help="users held by the memory measurement (bench/state_rss.py)")
     parser.add_argument("--pathway-threads", type=int, default=2,
                         help="PATHWAY_THREADS for the Pathway peer (2 = both cores)")
+    parser.add_argument("--evaluation", choices=("on", "off"), default="off",
+                        help="run freshet's evaluation stage in the worker and replay too")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     parser.add_argument("--keep-broker-data", action="store_true",
                         help="keep the broker's folder and the contenders' state folders")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     skip = {x for x in args.skip.split(",") if x}
+    EVALUATION["on"] = args.evaluation == "on"
     if args.quick:
         args.events, args.replay_events = 50_000, 200_000
         skip.add("rss")
