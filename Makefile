@@ -40,8 +40,8 @@ test-restart: venv
 	$(BIN)/python -m pytest -m restart tests/streams
 
 lint: venv
-	$(BIN)/ruff check events features labels
-	$(BIN)/mypy --strict events features labels
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict events features labels engine evaluation training streams freshet
 
 kafka-start: venv
 	$(BIN)/freshet kafka start

@@ -52,6 +52,8 @@ class Throughput:
     seconds: float = float("nan")
     note: str = ""
     error: str | None = None
+    #: anything else the run measured (batch sizes, memory...), JSON-ready
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:

@@ -14,7 +14,6 @@ letter instead of a crash.
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -102,8 +101,16 @@ def encode(frame: Frame) -> bytes:
     return MAGIC + len(header).to_bytes(4, "little") + header + b"".join(parts)
 
 
-def decode(raw: bytes | None) -> Frame:
-    """A frame from :func:`encode` bytes, or :class:`FrameError`."""
+def decode(raw: bytes | None, expect: Mapping[str, Kind] | None = None) -> Frame:
+    """A frame from :func:`encode` bytes, or :class:`FrameError`.
+
+    ``expect``: columns the frame must have, with their kinds (others are allowed).
+
+    >>> decode(encode(Frame({"x": np.array([1])})), {"x": "str"})
+    Traceback (most recent call last):
+    ...
+    engine.frames.FrameError: column 'x' is i64, expected str
+    """
     if raw is None:
         raise FrameError("null value, expected a frame")
     if len(raw) < 8 or raw[:4] != MAGIC:
@@ -113,11 +120,18 @@ def decode(raw: bytes | None) -> Frame:
         raise FrameError("frame header runs past the end")
     try:
         header = _decode_header(raw[8:8 + size])
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:  # msgspec recurses into meta
         raise FrameError(f"bad frame header: {exc}") from None
     n, pos, view = header.n, 8 + size, memoryview(raw)
     if n < 0:
         raise FrameError("negative row count")
+    if expect:
+        kinds: dict[str, str] = dict(header.cols)
+        for name, want in expect.items():
+            if name not in kinds:
+                raise FrameError(f"column {name!r} is missing")
+            if kinds[name] != want and n:  # an empty list column encodes as "str"
+                raise FrameError(f"column {name!r} is {kinds[name]}, expected {want}")
     columns: dict[str, Any] = {}
     for name, kind in header.cols:
         if kind in _DTYPES:
@@ -132,7 +146,9 @@ def decode(raw: bytes | None) -> Frame:
             if end > len(raw):
                 raise FrameError(f"column {name!r} offsets run past the end")
             offsets = np.frombuffer(view[pos:end], dtype=np.int64)
-            if offsets[0] != 0 or (np.diff(offsets) < 0).any() or end + offsets[-1] > len(raw):
+            # compared, not subtracted: differences of hostile int64s overflow
+            if (offsets[0] != 0 or (offsets[1:] < offsets[:-1]).any()
+                    or int(offsets[-1]) > len(raw) - end):
                 raise FrameError(f"column {name!r} has bad offsets")
             blob = raw[end:end + int(offsets[-1])]
             cuts = offsets.tolist()

@@ -26,7 +26,8 @@ import numpy.typing as npt
 from engine import frames
 from engine.records import META_KEY, Delta, Out, Result, dead_letter
 from engine.users import SOURCES, Counters, split_frames
-from features.batch import NONE, PREDICTIONS
+from events.contracts import MAX_ID_LEN, MAX_TS_MS, MIN_TS_MS
+from features.batch import CLICKS, NONE, PREDICTIONS
 from features.featureset import FeatureSet
 from features.records import RecordEncoder
 from features.table import FeatureTable
@@ -80,13 +81,9 @@ class ItemPartition:
         wms: list[int] = []
         for offset, raw in records:
             try:
-                frame = frames.decode(raw)
-                origin = int(frame.meta["origin"])
-                for name in FORWARD_COLUMNS:
-                    frame.columns[name]
-                if not 0 <= origin < self.partitions:
-                    raise ValueError(f"origin partition {origin} out of range")
-            except (frames.FrameError, KeyError, ValueError, TypeError) as exc:
+                frame = frames.decode(raw, FORWARD_COLUMNS)
+                origin = _check_forward(frame, self.partitions)
+            except frames.FrameError as exc:
                 self.counters.dead_letters += 1
                 result.outputs.append(dead_letter(self.topic, "items_repartition",
                                                   self.partition, offset, None, raw,
@@ -96,7 +93,7 @@ class ItemPartition:
             wms.extend([NONE if wm is None else wm] * len(frame))
             good.append(frame)
             sent = frame.meta.get("wm")
-            if isinstance(sent, int) and sent > self.origins.get(origin, sent - 1):
+            if sent is not None and sent > self.origins.get(origin, sent - 1):
                 self.origins[origin] = sent
         if not good:
             return result
@@ -156,3 +153,33 @@ class ItemPartition:
                 keys.append(key.decode())
                 values.append(value)
         self.table.load(keys, values)
+
+
+def _check_forward(frame: frames.Frame, partitions: int) -> int:
+    """The origin partition of a forward frame, or :class:`~engine.frames.FrameError`.
+
+    A user partition only forwards events it accepted (README, topic contracts), so a
+    frame with anything else is not one of ours: it is refused whole, before any of
+    its rows touches state.
+    """
+    origin, wm = frame.meta.get("origin"), frame.meta.get("wm")
+    if isinstance(origin, bool) or not isinstance(origin, int) or not 0 <= origin < partitions:
+        raise frames.FrameError(f"origin {origin!r} is not a partition in [0, {partitions})")
+    if isinstance(wm, bool) or not isinstance(wm, int | None):
+        raise frames.FrameError(f"watermark {wm!r} is not an integer")
+    cols = frame.columns
+    source, offset, ts = cols["source"], cols["offset"], cols["ts"]
+    if not np.isin(source, (CLICKS, PREDICTIONS)).all():
+        raise frames.FrameError("a source is neither clicks (0) nor predictions (1)")
+    if (offset < 0).any():
+        raise frames.FrameError("a negative offset")
+    if ((ts < MIN_TS_MS) | (ts >= MAX_TS_MS)).any():
+        raise frames.FrameError(f"an event time outside [{MIN_TS_MS}, {MAX_TS_MS})")
+    for name in ("item_id", "user_id"):
+        if not all(0 < len(x) <= MAX_ID_LEN for x in cols[name]):
+            raise frames.FrameError(f"an empty {name} or one longer than {MAX_ID_LEN}")
+    pids, is_pred = cols["prediction_id"], (source == PREDICTIONS).tolist()
+    if not all(0 < len(p) <= MAX_ID_LEN if pred else not p
+               for p, pred in zip(pids, is_pred, strict=True)):
+        raise frames.FrameError("a prediction without its prediction_id (or a click with one)")
+    return origin

@@ -27,6 +27,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from engine import frames
 from engine.records import MAX_FRAME_BYTES, META_KEY, Delta, InputBatch, Out, Result, dead_letter
@@ -44,6 +45,8 @@ from labels.pending import PredictionColumns
 I64 = npt.NDArray[np.int64]
 
 SOURCES: Final = ("clicks", "predictions")
+#: The columns of an item snapshot frame (the item side's answer to forwarded predictions).
+SNAPSHOT_COLUMNS: Final[dict[str, frames.Kind]] = {"prediction_id": "str", "snapshot": "bytes"}
 #: Machine output kind -> logical topic (None: counted, not published).
 LABEL_ROUTES: Final[dict[str, str | None]] = {
     "label": "labels", "training_example": "training_examples", "late_click": "late_clicks",
@@ -97,8 +100,10 @@ class UserPartition:
     def __init__(self, partition: int, users: FeatureSet, labels: LabelConfig | None,
                  allowed_lateness_ms: int, item_partition: Callable[[str], int] | None,
                  counters: Counters, topics: tuple[str, str] = SOURCES,
-                 changelog: bool = True) -> None:
+                 changelog: bool = True, check_keys: bool = False) -> None:
         self.partition = partition
+        #: dead-letter records whose Kafka key is not their user_id (live inputs)
+        self.check_keys = check_keys
         self.users = users
         self.changelog = changelog
         self.table = FeatureTable(users, provenances=2)
@@ -157,6 +162,9 @@ class UserPartition:
                                                  else decode_click_in(value))
             except ContractError as exc:
                 self._dead(result, batch, i, exc.reason)
+                continue
+            if self.check_keys and batch.keys[i] != event.user_id.encode():
+                self._dead(result, batch, i, _key_reason(batch.keys[i]))
                 continue
             dec.index.append(i)
             dec.source.append(src)
@@ -269,10 +277,11 @@ class UserPartition:
         engine = self.labels
         if engine is None:
             return
-        for o in engine.take_outputs():
-            topic = LABEL_ROUTES[o.kind]
+        routes, append = LABEL_ROUTES, result.outputs.append
+        for kind, key, value in engine.take_outputs():
+            topic = routes[kind]
             if topic is not None:
-                result.outputs.append(Out(topic, o.key.encode(), o.value))
+                append(Out(topic, key.encode(), value))
         if self.changelog:
             result.deltas.extend(Delta("label", self.partition, key, value)
                                  for key, value in engine.take_deltas())
@@ -317,9 +326,10 @@ class UserPartition:
         engine = self.labels
         for offset, raw in records:
             try:
-                frame = frames.decode(raw)
+                frame = frames.decode(raw, SNAPSHOT_COLUMNS)
                 pids, snaps = frame.columns["prediction_id"], frame.columns["snapshot"]
-            except (frames.FrameError, KeyError) as exc:
+                _check_snapshots(snaps)
+            except frames.FrameError as exc:
                 self.counters.dead_letters += 1
                 result.outputs.append(dead_letter(topic, "item_snapshots", self.partition,
                                                   offset, None, raw,
@@ -432,3 +442,33 @@ def split_frames(frame: frames.Frame, limit: int = MAX_FRAME_BYTES) -> list[byte
     rest = np.arange(n // 2, n, dtype=np.int64)
     return (split_frames(frames.take(frame, half), limit)
             + split_frames(frames.take(frame, rest), limit))
+
+
+def _check_snapshots(snaps: Sequence[bytes]) -> None:
+    """Every snapshot is a JSON object (it goes raw into a training example), or FrameError.
+
+    >>> _check_snapshots([b'{"as_of_ts":1}', b"[1]"])
+    Traceback (most recent call last):
+    ...
+    engine.frames.FrameError: snapshot 1 is not a JSON object
+    """
+    for i, snap in enumerate(snaps):
+        try:
+            ok = isinstance(orjson.loads(snap), dict)
+        except orjson.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise frames.FrameError(f"snapshot {i} is not a JSON object")
+
+
+def _key_reason(key: bytes | None) -> str:
+    """Why a record's key makes it unusable (inputs are keyed by ``user_id``).
+
+    >>> _key_reason(None)
+    'null key: clicks and predictions must be keyed by their user_id'
+    """
+    if key is None:
+        return "null key: clicks and predictions must be keyed by their user_id"
+    shown = key[:64].decode("utf-8", "backslashreplace")
+    return (f"key {shown!r} is not the record's user_id: clicks and predictions must be "
+            "keyed by their user_id (so that a user's events share a partition)")

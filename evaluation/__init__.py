@@ -40,6 +40,7 @@ carries ``label_watermark_ms`` (the ``T`` it was made at) and ``schema_version``
              | {reason: "performance", metric, reference, recent, drop, se, ci_low,
                 ci_high, margin, z, reference_labels, recent_labels}
              | {reason: "drift", subjects: [{subject, value, threshold, ...}]}],
+     history: [{sequence, prediction_ts, reasons}] (the last 20),
      label_watermark_ms, schema_version}
 
 One module per concept: :mod:`~evaluation.stats` (closed-form statistics),

@@ -177,6 +177,8 @@ class TriggerConfig:
     auc_margin: float = 0.01
     z: float = Z95
     drift: bool = True
+    #: a drift subject re-arms below this fraction of its threshold (hysteresis)
+    drift_rearm: float = 0.5
 
     def __post_init__(self) -> None:
         if self.every_ms is not None:
@@ -195,6 +197,7 @@ class TriggerConfig:
         _float("z", self.z, low=0.0, high=10.0, open_low=True)
         if not isinstance(self.drift, bool):
             raise ValueError(f"drift must be a bool, got {self.drift!r}")
+        _float("drift_rearm", self.drift_rearm, low=0.0, high=1.0, open_low=False)
 
 
 @dataclass(frozen=True, slots=True)

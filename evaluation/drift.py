@@ -45,6 +45,17 @@ def quantile_edges(values: list[float], bins: int) -> list[float]:
     return sorted({float(q) for q in np.quantile(np.asarray(values, dtype=float), qs)})
 
 
+def psi_term(r_count: int, n_ref: int, c_count: int, n_cur: int, epsilon: float) -> float:
+    """One bin's PSI term, shares floored at ``epsilon``.
+
+    >>> round(psi_term(50, 100, 80, 100, 1e-4), 6)
+    0.141001
+    """
+    r = max(r_count / n_ref, epsilon)
+    c = max(c_count / n_cur, epsilon)
+    return (c - r) * math.log(c / r)
+
+
 def psi(reference: list[int], current: list[int], epsilon: float) -> float:
     """PSI of two bin-count vectors, shares floored at ``epsilon``.
 
@@ -75,8 +86,8 @@ class PsiSubject:
     ([2.5], [0, 4], 4.604)
     """
 
-    __slots__ = ("current", "current_counts", "current_size", "edges", "name",
-                 "reference", "reference_counts", "value")
+    __slots__ = ("current", "current_counts", "current_size", "edges", "n_ref", "name",
+                 "reference", "reference_counts", "terms", "value")
 
     def __init__(self, name: str, current_size: int) -> None:
         self.name = name
@@ -86,6 +97,9 @@ class PsiSubject:
         self.reference_counts: list[int] = []
         self.current: deque[int] = deque()
         self.current_counts: list[int] = []
+        #: each bin's PSI term once the window is full (only changed bins are recomputed)
+        self.terms: list[float] = []
+        self.n_ref = 0
         self.value: float | None = None
 
     @property
@@ -119,6 +133,7 @@ class PsiSubject:
         for v in self.reference:
             self.reference_counts[bisect.bisect_left(self.edges, v)] += 1
         self.current_counts = [0] * len(self.reference_counts)
+        self.n_ref = sum(self.reference_counts)
         self.reference = None
 
     def add_current(self, value: float, epsilon: float) -> float | None:
@@ -132,11 +147,25 @@ class PsiSubject:
             return None
         b = bisect.bisect_left(self.edges, value)
         self.current.append(b)
-        self.current_counts[b] += 1
-        if len(self.current) > self.current_size:
-            self.current_counts[self.current.popleft()] -= 1
-        if len(self.current) == self.current_size:
-            self.value = psi(self.reference_counts, self.current_counts, epsilon)
+        counts = self.current_counts
+        counts[b] += 1
+        out = self.current.popleft() if len(self.current) > self.current_size else None
+        if out is not None:
+            counts[out] -= 1
+        if len(self.current) < self.current_size:
+            return self.value
+        # the same arithmetic as psi(), bin by bin: only the bins that changed are redone
+        ref, n_ref, n_cur = self.reference_counts, self.n_ref, self.current_size
+        if not self.terms:
+            self.terms = [psi_term(r, n_ref, c, n_cur, epsilon)
+                          for r, c in zip(ref, counts, strict=True)]
+        else:
+            for k in (b, out) if out is not None and out != b else (b,):
+                self.terms[k] = psi_term(ref[k], n_ref, counts[k], n_cur, epsilon)
+        total = 0.0
+        for term in self.terms:
+            total += term
+        self.value = total
         return self.value
 
 

@@ -218,9 +218,10 @@ class Evaluator:
                                   routing_record(served, self.config.routing, t)))
         out.extend(EvalOutput("drift", key, rec) for key, rec in self.drift.records(t))
         for m in models:
-            last = self.triggers[m].last
-            if last is not None:
-                out.append(EvalOutput("retrain-triggers", m, {**last, "label_watermark_ms": t}))
+            trig = self.triggers[m]
+            if trig.last is not None:
+                out.append(EvalOutput("retrain-triggers", m, {
+                    **trig.last, "history": list(trig.history), "label_watermark_ms": t}))
         return out
 
     # -- durability --------------------------------------------------------------------

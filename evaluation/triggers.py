@@ -16,8 +16,10 @@ Reasons (each with its figures; all that hold at a label go in one trigger):
   standard errors (independent windows). Fires when ``ci_low > margin``: the drop is
   larger than the margin with that confidence.
 - ``drift``: a PSI subject of the model (any feature, or its own score) is over its
-  threshold and was not over it at the last trigger (a subject that recovers is
-  re-armed), or ADWIN detected a change on its log-loss since the last trigger.
+  threshold and was not over it at the last trigger, or ADWIN detected a change on
+  its log-loss since the last trigger. A subject re-arms only once its PSI falls
+  below ``drift_rearm`` times the threshold (hysteresis: a value hovering at the
+  threshold fires once, not at every crossing).
 
 A trigger resets the model's anchor, label count, both performance windows and the
 acknowledged drift subjects. Checks run per label, so triggers do not depend on how
@@ -35,6 +37,10 @@ from evaluation.drift import DriftMonitor
 from evaluation.scores import ScoreCounts
 from evaluation.stats import auc_from_counts, auc_standard_error, mean_and_variance
 from events.contracts import SCHEMA_VERSION
+
+#: triggers kept per model in ``history`` (a record shows every trigger since the
+#: previous publication as long as fewer than this many fired in between)
+HISTORY = 20
 
 Entry = tuple[float, int, float]  # (score, label, log-loss term)
 
@@ -103,6 +109,8 @@ class TriggerState:
         self.acked: set[str] = set()
         self.adwin_acked = 0
         self.last: dict[str, Any] | None = None
+        #: the latest HISTORY triggers, oldest first: what fired between two publications
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     def _performance(self, cfg: TriggerConfig) -> list[dict[str, Any]]:
         reasons: list[dict[str, Any]] = []
@@ -122,9 +130,17 @@ class TriggerState:
                 reasons.append({**common, "metric": "auc", **auc_fig, "margin": cfg.auc_margin})
         return reasons
 
-    def _drift(self, model_id: str, monitor: DriftMonitor) -> tuple[list[str], set[str]]:
+    def _drift(self, model_id: str, monitor: DriftMonitor,
+               cfg: TriggerConfig) -> tuple[list[str], set[str]]:
         now = monitor.drifted_subjects(model_id)
-        self.acked &= now  # a subject back under its threshold can fire again later
+        rearm = cfg.drift_rearm * monitor.config.psi_threshold
+
+        keep = self.acked & now
+        for key in self.acked - now:  # under the threshold: re-armed once well under it
+            value = monitor.psi_value(key)
+            if value is not None and value >= rearm:
+                keep.add(key)
+        self.acked = keep
         new = sorted(now - self.acked)
         adwin = monitor.adwin.get(model_id)
         if adwin is not None and adwin.detections > self.adwin_acked:
@@ -168,7 +184,7 @@ class TriggerState:
             reasons.extend(self._performance(cfg))
         drifted_now: set[str] = set()
         if cfg.drift:
-            new, drifted_now = self._drift(model_id, monitor)
+            new, drifted_now = self._drift(model_id, monitor, cfg)
             if new:
                 subjects = []
                 for key in new:
@@ -188,6 +204,8 @@ class TriggerState:
                      "prediction_ts": prediction_ts, "since_ts": self.anchor_ts,
                      "labels_since": self.labels_since, "reasons": reasons,
                      "schema_version": SCHEMA_VERSION}
+        self.history.append({"sequence": self.sequence, "prediction_ts": prediction_ts,
+                             "reasons": reasons})
         self.anchor_ts = prediction_ts
         self.labels_since = 0
         self.reference = []

@@ -26,6 +26,13 @@ MAX_ID_LEN = 256
 #: Largest accepted raw record, in bytes.
 MAX_RECORD_BYTES = 64 * 1024
 
+#: Deepest accepted nesting of objects and arrays (the record itself is level 1).
+#: Logged features are copied raw into outputs two levels deeper and into the label
+#: changelog, whose readers (msgspec, orjson) stop near 1,000 levels or at the
+#: interpreter's recursion limit: a deeper record would make outputs or state
+#: unreadable, so it is a dead letter at the door.
+MAX_DEPTH = 64
+
 
 class ContractError(ValueError):
     """An input record that breaks its topic's contract.
@@ -130,7 +137,25 @@ def _load(raw: bytes | None) -> dict[str, Any]:
         raise ContractError(f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ContractError(f"expected a JSON object, got {type(obj).__name__}")
+    if _deeper_than(obj, MAX_DEPTH):
+        raise ContractError(f"nested deeper than {MAX_DEPTH} levels")
     return obj
+
+
+def _deeper_than(obj: dict[str, Any], limit: int) -> bool:
+    """Whether objects/arrays nest more than ``limit`` levels (iterative: no recursion).
+
+    >>> _deeper_than({"a": [{"b": 1}]}, 3), _deeper_than({"a": [{"b": 1}]}, 2)
+    (False, True)
+    """
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _id(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:

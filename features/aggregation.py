@@ -61,7 +61,7 @@ _SUBCLASSES: dict[str, type[Aggregation]] = {}
 def registered() -> dict[str, type[Aggregation]]:
     """Every concrete aggregation class defined so far (built-in and user-defined).
 
-    >>> sorted(registered())[:3]
+    >>> [n for n in registered() if n.startswith("features.")][:3]
     ['features.aggregation.Count', 'features.aggregation.DecayedCount', \
 'features.aggregation.DistinctCount']
     """

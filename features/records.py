@@ -53,7 +53,7 @@ class RecordEncoder:
                               ("source", Any, msgspec.UNSET)])
         self._snapshot = msgspec.defstruct(
             "FeatureSnapshot", [("as_of_ts", Any), ("features", Any), ("source", Any)])
-        self._encode = msgspec.json.Encoder().encode
+        self._encode_lines = msgspec.json.Encoder().encode_lines
 
     def _feature_objects(self, values: Sequence[Values], n: int) -> list[Any]:
         columns = [v.to_list() for v in values]
@@ -64,7 +64,9 @@ class RecordEncoder:
 
     def _sources(self, prov: I64, partition: int) -> list[Any]:
         make = self._source
-        return [make(partition, *[None if o < 0 else o for o in row]) for row in prov.tolist()]
+        rows = prov.astype(object)
+        rows[prov < 0] = None  # a provenance the key has no event of yet
+        return [make(partition, *row) for row in rows.tolist()]
 
     def records(self, ids: Sequence[str], as_of: I64, values: Sequence[Values],
                 prov: I64 | None, partition: int) -> list[bytes]:
@@ -72,13 +74,21 @@ class RecordEncoder:
         n = len(ids)
         objects = self._feature_objects(values, n)
         times = [None if t == NONE else t for t in as_of.tolist()]
-        make, encode = self._record, self._encode
+        make, entity = self._record, self.features.entity
         if prov is None:
-            return [encode(make(self.features.entity, key, t, SCHEMA_VERSION, f))
-                    for key, t, f in zip(ids, times, objects, strict=True)]
-        sources = self._sources(prov, partition)
-        return [encode(make(self.features.entity, key, t, SCHEMA_VERSION, f, s))
-                for key, t, f, s in zip(ids, times, objects, sources, strict=True)]
+            items = [make(entity, key, t, SCHEMA_VERSION, f)
+                     for key, t, f in zip(ids, times, objects, strict=True)]
+        else:
+            sources = self._sources(prov, partition)
+            items = [make(entity, key, t, SCHEMA_VERSION, f, s)
+                     for key, t, f, s in zip(ids, times, objects, sources, strict=True)]
+        return self._lines(items)
+
+    def _lines(self, items: list[Any]) -> list[bytes]:
+        # one encoder call for all records, cut at the newlines (JSON text has none)
+        if not items:
+            return []
+        return self._encode_lines(items).split(b"\n")[:-1]
 
     def snapshots(self, as_of: I64, values: Sequence[Values], prov: I64,
                   partition: int) -> list[bytes]:
@@ -86,6 +96,6 @@ class RecordEncoder:
         n = len(as_of)
         objects = self._feature_objects(values, n)
         sources = self._sources(prov, partition)
-        make, encode = self._snapshot, self._encode
-        return [encode(make(t, f, s))
-                for t, f, s in zip(as_of.tolist(), objects, sources, strict=True)]
+        make = self._snapshot
+        return self._lines([make(t, f, s)
+                            for t, f, s in zip(as_of.tolist(), objects, sources, strict=True)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import exp2
+from sys import intern
 from typing import Any, ClassVar
 
 import msgspec
@@ -348,10 +349,10 @@ class SessionStore(Store):
     horizon_ms: int
 
     def empty(self) -> Any:
-        return []
+        return None
 
     def new_block(self, capacity: int) -> Block:
-        return [[] for _ in range(capacity)]
+        return [None] * capacity  # None: no session yet (no list kept for it)
 
     def apply(self, block: Block, ev: EntityEvents) -> SessionReading:
         block = _objects(block)
@@ -371,7 +372,7 @@ class SessionStore(Store):
         src_l = src.tolist()
         wm_l = None if wm is None else wm.tolist()
         for g in range(ev.groups):
-            state: list[int] = block[keys[g]]
+            state: list[int] = block[keys[g]] or []
             for pos in range(int(ev.starts[g]), int(ev.starts[g + 1])):
                 as_of = as_of_l[pos]
                 if src_l[pos]:
@@ -384,7 +385,7 @@ class SessionStore(Store):
                         count[order[w]] = state[-1]
                         duration[order[w]] = state[-2] - state[-3]
                     w += 1
-            block[keys[g]] = state
+            block[keys[g]] = state or None
         return SessionReading(count, duration)
 
     def read(self, block: Block, rows: I64, as_of: I64) -> SessionReading:
@@ -398,13 +399,13 @@ class SessionStore(Store):
         return SessionReading(count, duration)
 
     def merge(self, a: Any, a_as_of: int, b: Any, b_as_of: int) -> Any:
-        return Sessions(self.gap_ms, self.horizon_ms).merge(list(a), list(b))
+        return Sessions(self.gap_ms, self.horizon_ms).merge(list(a or []), list(b or []))
 
     def encode(self, state: Any) -> bytes:
-        return _ENCODE(state)
+        return _ENCODE(state or [])
 
     def decode(self, raw: bytes) -> Any:
-        return _DECODE_SESSIONS(raw)
+        return _DECODE_SESSIONS(raw) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,10 +436,10 @@ class DistinctStore(Store):
     slots: int
 
     def empty(self) -> Any:
-        return {}
+        return None
 
     def new_block(self, capacity: int) -> Block:
-        return [{} for _ in range(capacity)]
+        return [None] * capacity  # None: no value yet (no dict kept for it)
 
     def apply(self, block: Block, ev: EntityEvents) -> DistinctReading:
         block = _objects(block)
@@ -455,15 +456,15 @@ class DistinctStore(Store):
         keys = ev.keys.tolist()
         starts = ev.starts.tolist()
         for g in range(ev.groups):
-            state: dict[str, int] = block[keys[g]]
+            state: dict[str, int] = block[keys[g]] or {}
             for pos in range(starts[g], starts[g + 1]):
                 if src[pos]:
-                    state = agg.update(state, codes[pos], ts_l[pos], as_of_l[pos])
+                    state = agg.update(state, intern(codes[pos]), ts_l[pos], as_of_l[pos])
                 while w < len(wanted) and wanted[w] == pos:
                     lo = as_of_l[pos] // t - self.slots
                     counts[order[w]] = sum(1 for k in state.values() if k > lo)
                     w += 1
-            block[keys[g]] = state
+            block[keys[g]] = state or None
         return DistinctReading(counts)
 
     def read(self, block: Block, rows: I64, as_of: I64) -> DistinctReading:
@@ -472,20 +473,20 @@ class DistinctStore(Store):
         for i, (row, at) in enumerate(zip(rows.tolist(), as_of.tolist(), strict=True)):
             if at != NONE:
                 lo = at // self.tile_ms - self.slots
-                counts[i] = sum(1 for k in block[row].values() if k > lo)
+                counts[i] = sum(1 for k in (block[row] or {}).values() if k > lo)
         return DistinctReading(counts)
 
     def merge(self, a: Any, a_as_of: int, b: Any, b_as_of: int) -> Any:
-        merged = DistinctLast(self.tile_ms, self.slots).merge(dict(a), dict(b))
+        merged = DistinctLast(self.tile_ms, self.slots).merge(dict(a or {}), dict(b or {}))
         ends = [x // self.tile_ms for x in (a_as_of, b_as_of) if x != NONE]
         lo = max(ends) - self.slots if ends else None
         return {k: v for k, v in merged.items() if lo is None or v > lo}
 
     def encode(self, state: Any) -> bytes:
-        return _ENCODE(state)
+        return _ENCODE(state or {})
 
     def decode(self, raw: bytes) -> Any:
-        return _DECODE_DISTINCT(raw)
+        return {intern(k): v for k, v in _DECODE_DISTINCT(raw).items()} or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,15 +64,55 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from freshet.topics import create_topics
     from streams.app import create_app
+    from streams.startup import StartupError, prepare_worker
 
     settings = _settings()
+    try:
+        lock = prepare_worker(settings)  # the data folder is ours, the broker answers
+    except StartupError as exc:
+        raise SystemExit(f"freshet worker: {exc}") from None
     create_topics(settings)  # idempotent: inputs, outputs and the app's internal topics
     app = create_app(settings)
+    app.freshet_lock = lock  # type: ignore[attr-defined]  # held while the process lives
     level = (args.loglevel or settings.log_level).lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # Faust's names
     sys.argv = ["freshet", "worker", "--loglevel", level]
     app.main()
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The evaluation stage alone: joins the leader election, evaluates when elected."""
+    import logging
+    import signal
+    import threading
+
+    from freshet.topics import create_topics
+    from streams.evaluation import EvaluationStage
+    from streams.startup import FolderLock, StartupError, wait_for_broker
+
+    settings = _settings()
+    logging.basicConfig(level=(args.loglevel or settings.log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = FolderLock(settings.data_dir / "evaluation" / "evaluator.lock", "evaluator")
+    holder = lock.acquire()
+    if holder is not None:
+        raise SystemExit(f"freshet evaluate: {settings.data_dir / 'evaluation'} is in use by "
+                         f"{holder}: give each evaluator its own FRESHET_DATA_DIR")
+    try:
+        wait_for_broker(settings)
+    except StartupError as exc:
+        raise SystemExit(f"freshet evaluate: {exc}") from None
+    create_topics(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stage = EvaluationStage(settings, lead=True)
+    stage.start(on_crash=lambda exc: stop.set())
+    stop.wait()
+    stage.stop()
+    lock.release()
+    return 1 if stage.error is not None else 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -136,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["FRESHET_APP_ID"] = settings.app_id
         print(f"this run's topics are prefixed {settings.topic_prefix!r}", flush=True)
     return run_demo(settings, duration_s=args.duration, rate=args.rate, seed=args.seed,
-                    keep_kafka=args.keep_kafka)
+                    keep_kafka=args.keep_kafka, drift_after_min=args.drift_after_min)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -196,10 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=2_000.0, help="generator events/s")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    p.add_argument("--drift-after-min", type=float, default=180.0,
+                   help="event-time minutes before the generator injects a drift (0: none)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="the evaluation stage in a process of its own")
+    p.add_argument("--loglevel", default=None, help="debug, info, warning, error")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("settings", help="show the effective FRESHET_* settings")
     p.set_defaults(func=cmd_settings)
+
+    from freshet.train_cli import add_parser as add_train_parser  # freshet train
+
+    add_train_parser(sub)
     return parser
 
 

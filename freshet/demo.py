@@ -1,8 +1,9 @@
 """``freshet run``: the whole pipeline on this machine, with a live summary.
 
 Starts the local Kafka (unless FRESHET_KAFKA_BOOTSTRAP points elsewhere and answers),
-creates the topics, starts one worker process and the generator, and prints events/s,
-feature records published and dead letters every second until Ctrl-C or --duration.
+creates the topics, starts one worker process, one evaluator process (``freshet
+evaluate``) and the generator, and prints events/s, feature records published and dead
+letters every second, and the evaluation loop every 5 s, until Ctrl-C or --duration.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from typing import Any
 
 from freshet.settings import Settings
@@ -33,40 +35,80 @@ def _stats(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
+def evaluation_line(doc: dict[str, Any] | None) -> str:
+    """The evaluation loop in one line: per model CTR and AUC, routing weights, triggers.
+
+    >>> evaluation_line({"models": {"a": {"impressions": 10, "ctr": 0.2, "auc": 0.71,
+    ...     "shadow": False, "trigger": {"sequence": 2, "reasons": ["drift"]}}},
+    ...     "routing": {"weights": {"a": 1.0}}})
+    'a: CTR 0.200 AUC 0.710 n=10 route 1.00 triggers 2 (drift) '
+    >>> evaluation_line(None)
+    ''
+    """
+    if not doc or not doc.get("models"):
+        return ""
+    weights = (doc.get("routing") or {}).get("weights", {})
+    parts = []
+    for model, m in sorted(doc["models"].items()):
+        auc = "  -  " if m.get("auc") is None else f"{m['auc']:.3f}"
+        ctr = "  -  " if m.get("ctr") is None else f"{m['ctr']:.3f}"
+        route = "shadow" if m.get("shadow") else f"route {weights.get(model, 0.0):.2f}"
+        trig = m.get("trigger")
+        why = f" triggers {trig['sequence']} ({','.join(trig['reasons'])})" if trig else ""
+        parts.append(f"{model}: CTR {ctr} AUC {auc} n={m.get('impressions')} {route}{why} ")
+    return "| ".join(parts)
+
+
+def _routing_weights(settings: Settings) -> dict[str, float] | None:
+    """The worker's latest routing weights (``GET /routing``), or None before any."""
+    url = f"http://{settings.web_host}:{settings.web_port}/routing"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            weights = json.loads(resp.read()).get("weights")
+    except (OSError, ValueError):
+        return None
+    return weights if isinstance(weights, dict) and weights else None
+
+
+def demo_config(seed: int, drift_after_min: float) -> Any:
+    """The generator of ``freshet run``: two served models, a shadow, a drift.
+
+    model-a ranks better than model-b; ``model-c`` scores every served impression in
+    shadow (``served: false``); after ``drift_after_min`` minutes of event time (0:
+    never) the logged ``user_ctr_prior`` shifts by two standard deviations and every
+    model's score noise grows, so drift and retrain triggers fire.
+
+    >>> demo_config(7, 0).shadow_models, demo_config(7, 0).drift_at_ms is None
+    (('model-c',), True)
+    """
+    from freshet.generator import GeneratorConfig
+
+    base = GeneratorConfig(seed=seed, shadow_models=("model-c",), malformed_fraction=0.002)
+    if drift_after_min <= 0:
+        return base
+    return replace(base, drift_at_ms=base.start_ts_ms + int(drift_after_min * 60_000),
+                   drift_feature_shift=2.0, drift_noise=1.5)
+
+
 def _generate_forever(settings: Settings, rate: float, seed: int, stop: threading.Event,
-                      produced: list[int]) -> None:
-    from freshet.generator import GeneratorConfig, generate
-    from freshet.producer import produce
+                      produced: list[int], drift_after_min: float) -> None:
+    from freshet.producer import produce_stream
 
     topics = {name: settings.topic(name) for name in ("clicks", "predictions")}
-    start_ts = GeneratorConfig().start_ts_ms
-    chunk = 0
-    while not stop.is_set():
-        config = GeneratorConfig(seed=seed + chunk, predictions=5_000, start_ts_ms=start_ts,
-                                 malformed_fraction=0.002)
-        records = list(generate(config))
-        start_ts = max(r.ts for r in records if r.ts is not None) + 60_000
 
-        def until_stopped(recs: list[Any]) -> Any:
-            for r in recs:
-                if stop.is_set():
-                    return
-                yield r
+    def progress(n: int) -> None:
+        produced[0] = n  # the live summary shows it as it goes
 
-        base = produced[0]
-
-        def progress(n: int, base: int = base) -> None:
-            produced[0] = base + n  # the live summary shows it as it goes
-
-        produced[0] = base + produce(until_stopped(records), settings.bootstrap_servers,
-                                     topics=topics, rate=rate,
-                                     extra_config=settings.kafka_client_config(),
-                                     on_progress=progress)
-        chunk += 1
+    # traffic follows the bandit: each chunk of 1,000 requests is routed by the
+    # worker's latest weights (uniform until the first matured labels)
+    produce_stream(demo_config(seed, drift_after_min), settings.bootstrap_servers,
+                   topics=topics, rate=rate, weights_source=lambda: _routing_weights(settings),
+                   forever=True, stop=stop.is_set, extra_config=settings.kafka_client_config(),
+                   on_progress=progress)
 
 
 def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: int,
-             keep_kafka: bool) -> int:
+             keep_kafka: bool, drift_after_min: float = 0.0) -> int:
     """Run the pipeline and print a live summary; return a process exit code."""
     from freshet.cli import _local_kafka
     from freshet.topics import create_topics
@@ -81,13 +123,22 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: in
             keep_kafka = True  # it was running before us: leave it as we found it
     create_topics(settings)
     print(f"topics ready; starting a worker (web on :{settings.web_port}) ...", flush=True)
+    # the evaluator in a process of its own: its per-label work then has a core of its
+    # own instead of sharing the worker's interpreter (FRESHET_EVALUATION_LEADER)
+    env = {**os.environ, "FRESHET_EVALUATION_LEADER": "process"}
     worker = subprocess.Popen([sys.executable, "-m", "freshet.cli", "worker"],
-                              env={**os.environ}, stdin=subprocess.DEVNULL,
+                              env=env, stdin=subprocess.DEVNULL,
                               stdout=open(settings.data_dir / "worker.log", "ab"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
+    evaluator = subprocess.Popen([sys.executable, "-m", "freshet.cli", "evaluate"],
+                                 env=env, stdin=subprocess.DEVNULL,
+                                 stdout=open(settings.data_dir / "evaluator.log",  # noqa: SIM115
+                                             "ab"),
+                                 stderr=subprocess.STDOUT)
     stop = threading.Event()
     produced = [0]
-    gen = threading.Thread(target=_generate_forever, args=(settings, rate, seed, stop, produced),
+    gen = threading.Thread(target=_generate_forever, args=(settings, rate, seed, stop, produced,
+                                                          drift_after_min),
                            daemon=True)
     interrupted = False
 
@@ -108,7 +159,7 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: in
         print(f"worker up; generating at {rate:.0f} events/s. Ctrl-C to stop.", flush=True)
         gen.start()
         t0 = last_t = time.monotonic()
-        last_events = 0
+        last_events, last_eval = 0, 0.0
         while not interrupted and (duration_s is None or time.monotonic() - t0 < duration_s):
             time.sleep(1.0)
             if worker.poll() is not None:
@@ -127,13 +178,19 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, seed: in
                   f"({rate_seen:8.0f} ev/s)  features published {published:>9}  "
                   f"dead letters {stats['dead_letters']:>6}  late {stats['late_events']}",
                   flush=True)
+            line = evaluation_line(stats.get("evaluation"))
+            if line and now - last_eval >= 5.0:  # the loop's figures, every 5 s
+                last_eval = now
+                print(f"          {line}", flush=True)
     finally:
         stop.set()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (worker, evaluator):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (worker, evaluator):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if kafka is not None and not keep_kafka:
             kafka.stop()
             print("stopped the local Kafka")

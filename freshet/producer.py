@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from freshet.generator import GeneratedRecord
+from freshet.generator import GeneratedRecord, GeneratorConfig, WeightsSource, stream
 
-__all__ = ["PROGRESS_EVERY", "ProduceError", "produce", "producer_config"]
+__all__ = ["PROGRESS_EVERY", "ProduceError", "produce", "produce_stream", "producer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +185,48 @@ def produce(
     log.info("produced %d records to %s in %.1f s", produced, bootstrap,
              time.monotonic() - started)
     return deliveries.delivered
+
+
+def produce_stream(
+    config: GeneratorConfig,
+    bootstrap: str,
+    topics: Mapping[str, str] | None = None,
+    rate: float | None = None,
+    *,
+    weights_source: WeightsSource | None = None,
+    chunk_predictions: int = 1_000,
+    forever: bool = False,
+    stop: Callable[[], bool] | None = None,
+    extra_config: Mapping[str, str] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    flush_timeout_s: float = 60.0,
+    connect_timeout_s: float = 10.0,
+) -> int:
+    """Run the generator at ``rate`` records/s, taking routing weights from ``weights_source``.
+
+    The records are :func:`freshet.generator.stream`'s: chunks of
+    ``chunk_predictions`` served predictions, each generated when the paced producer
+    needs it, after a call of ``weights_source()`` (new ``{model_id: weight}``, or
+    ``None`` to keep the current weights; e.g. the latest ``model-routing`` record),
+    so routing follows the weights within about a chunk. It ends after
+    ``config.predictions`` served predictions, never with ``forever=True``, or as soon
+    as ``stop()`` is true (checked before every record; the records handed over so far
+    are then flushed). The other arguments are :func:`produce`'s; returns the number
+    of records delivered.
+
+    >>> produce_stream(GeneratorConfig(), "127.0.0.1:1", stop=lambda: True)
+    0
+    """
+    records = stream(config, weights_source, chunk_predictions=chunk_predictions,
+                     forever=forever)
+
+    def until_stopped() -> Iterator[GeneratedRecord]:
+        while stop is None or not stop():
+            record = next(records, None)
+            if record is None:
+                return
+            yield record
+
+    return produce(until_stopped(), bootstrap, topics=topics, rate=rate,
+                   extra_config=extra_config, on_progress=on_progress,
+                   flush_timeout_s=flush_timeout_s, connect_timeout_s=connect_timeout_s)

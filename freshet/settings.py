@@ -12,7 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from labels.config import LabelConfig, LabelMode
 
 #: Logical topic names (as used in code) -> default topic names on the broker.
 DEFAULT_TOPICS: dict[str, str] = {
@@ -27,15 +29,27 @@ DEFAULT_TOPICS: dict[str, str] = {
     "late_clicks": "labels.late-clicks",
     "unattributed_clicks": "clicks.unattributed",
     "dead_letters": "dead-letters",
+    "model_comparisons": "model-comparisons",
+    "model_routing": "model-routing",
+    "drift": "drift",
+    "retrain_triggers": "retrain-triggers",
+    "model_versions": "model-versions",
 }
 
 #: Topics that hold latest-value-per-key records and are created compacted.
-COMPACTED_TOPICS = frozenset({"features_user", "features_item"})
+COMPACTED_TOPICS = frozenset({"features_user", "features_item", "model_routing"})
 
 LABEL_MODES = ("wait", "early_negative", "observe_then_correct")
-STORES = ("rocksdb", "memory")
+STORES = ("memory", "rocksdb")
+StoreKind = Literal["memory", "rocksdb"]
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+EVALUATION_LEADERS = ("worker", "process")
+EvaluationLeader = Literal["worker", "process"]
+#: which performance drop raises a retrain trigger (as ``evaluation.TriggerConfig``)
+RetrainPerformance = Literal["off", "log_loss", "auc", "both"]
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -57,14 +71,15 @@ class Settings:
     idle_advance_ms: int = 10_000
     label_window_ms: int = 1_800_000
     label_skew_ms: int = 5_000
-    label_mode: str = "wait"
+    label_mode: LabelMode = "wait"
     label_observe_ms: int = 60_000
     label_eager_clicks: bool = False
     labels_enabled: bool = True
     ctr_prior_clicks: float = 1.0
     ctr_prior_non_clicks: float = 19.0
     catalog: str = ""
-    store: str = "rocksdb"
+    store: StoreKind = "memory"
+    checkpoint_interval_ms: int = 60_000
     data_dir: Path = Path("var")
     web_host: str = "127.0.0.1"
     web_bind: str = "127.0.0.1"
@@ -74,14 +89,36 @@ class Settings:
     batch_max_events: int = 20_000
     linger_ms: int = 5
     session_timeout_ms: int = 10_000
+    broker_wait_ms: int = 60_000
     transaction_timeout_ms: int = 10_000
     worker_id: str = ""
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
+    #: librdkafka debug contexts for every client, e.g. "eos,cgrp" (diagnosis only)
+    kafka_debug: str = ""
+    #: testing aid: wait this long between producing a batch and committing it, so that
+    #: a fault injected then (a SIGKILL) lands inside an open transaction
+    debug_commit_delay_ms: int = 0
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False)
     ssl_cafile: str = ""
     log_level: str = "INFO"
+    #: the evaluation stage (model-metrics, comparisons, routing, drift, triggers)
+    evaluation_enabled: bool = True
+    #: where the evaluation leader may run: in any worker, or only in `freshet evaluate`
+    evaluation_leader: EvaluationLeader = "worker"
+    evaluation_interval_ms: int = 1_000
+    routing_floor: float = 0.05
+    routing_draws: int = 20_000
+    routing_seed: int = 0
+    drift_reference_size: int = 1_000
+    drift_psi_threshold: float = 0.2
+    #: retrain reasons "time" (event-time ms) and "volume" (matured labels); 0 = off
+    retrain_every_ms: int = 86_400_000
+    retrain_every_labels: int = 0
+    retrain_performance: RetrainPerformance = "log_loss"
+    retrain_log_loss_margin: float = 0.01
+    retrain_auc_margin: float = 0.01
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -120,16 +157,22 @@ class Settings:
         need(self.ctr_prior_clicks + self.ctr_prior_non_clicks > 0, "CTR_PRIOR_NON_CLICKS",
              "the two CTR priors must not both be 0")
         need(self.store in STORES, "STORE", f"must be one of {STORES}")
+        need(1_000 <= self.checkpoint_interval_ms <= 86_400_000, "CHECKPOINT_INTERVAL_MS",
+             "must be 1000..86400000 (ms between local checkpoints of each partition)")
         need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         need(1 <= self.commit_interval_ms <= 60_000, "COMMIT_INTERVAL_MS",
              "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
         need(1 <= self.batch_max_events <= 1_000_000, "BATCH_MAX_EVENTS",
              "must be 1..1000000 (records per batch, and so per transaction)")
         need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")
+        need(1_000 <= self.broker_wait_ms <= 3_600_000, "BROKER_WAIT_MS",
+             "must be 1000..3600000 (ms a starting worker waits for the broker to answer)")
         need(6_000 <= self.session_timeout_ms <= 300_000, "SESSION_TIMEOUT_MS",
              "must be between 6000 and 300000 (the broker's group session limits)")
         need(1_000 <= self.transaction_timeout_ms <= 900_000, "TRANSACTION_TIMEOUT_MS",
              "must be 1000..900000 (the broker's transaction.max.timeout.ms is 900000)")
+        need(0 <= self.debug_commit_delay_ms <= 60_000, "DEBUG_COMMIT_DELAY_MS",
+             "must be 0..60000 (a testing aid; leave it at 0)")
         need(re.fullmatch(r"[A-Za-z0-9._-]{0,100}", self.worker_id) is not None, "WORKER_ID",
              f"{self.worker_id!r} must be up to 100 of letters, digits, '.', '_' or '-'")
         if self.catalog:
@@ -144,13 +187,17 @@ class Settings:
         if self.ssl_cafile:
             need(Path(self.ssl_cafile).is_file(), "KAFKA_SSL_CAFILE",
                  f"{self.ssl_cafile!r} is not a readable file")
+        need(self.evaluation_leader in EVALUATION_LEADERS, "EVALUATION_LEADER",
+             f"must be one of {EVALUATION_LEADERS}")
+        need(100 <= self.evaluation_interval_ms <= 3_600_000, "EVALUATION_INTERVAL_MS",
+             "must be 100..3600000 (ms between evaluation records)")
+        out.extend(self._evaluation_problems())
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL",
              "must be DEBUG, INFO, WARNING or ERROR")
         return out
 
-    def label_config(self) -> Any:
-        """The label engine's configuration (a ``labels.LabelConfig``) from these settings."""
-        from labels.config import LabelConfig
+    def label_config(self) -> LabelConfig:
+        """The label engine's configuration from these settings."""
 
         return LabelConfig(window_ms=self.label_window_ms, skew_ms=self.label_skew_ms,
                            mode=self.label_mode, observe_ms=self.label_observe_ms,
@@ -165,6 +212,38 @@ class Settings:
         except ValueError as exc:
             message = str(exc)
             field_name = next((n for n in names if message.startswith(n)), "window_ms")
+            return [f"FRESHET_{names[field_name]}: {message}"]
+        return []
+
+    def eval_config(self) -> Any:
+        """The evaluator's configuration (an ``evaluation.EvalConfig``) from these settings."""
+        from evaluation.config import DriftConfig, EvalConfig, RoutingConfig, TriggerConfig
+
+        return EvalConfig(
+            routing=RoutingConfig(draws=self.routing_draws, seed=self.routing_seed,
+                                  floor=self.routing_floor),
+            drift=DriftConfig(reference_size=self.drift_reference_size,
+                              psi_threshold=self.drift_psi_threshold),
+            triggers=TriggerConfig(
+                every_ms=self.retrain_every_ms or None,
+                every_labels=self.retrain_every_labels or None,
+                performance=self.retrain_performance,
+                log_loss_margin=self.retrain_log_loss_margin,
+                auc_margin=self.retrain_auc_margin))
+
+    def _evaluation_problems(self) -> list[str]:
+        # one place decides what evaluation settings are valid: the evaluator's own config
+        names = {"draws": "ROUTING_DRAWS", "seed": "ROUTING_SEED", "floor": "ROUTING_FLOOR",
+                 "reference_size": "DRIFT_REFERENCE_SIZE",
+                 "psi_threshold": "DRIFT_PSI_THRESHOLD", "every_ms": "RETRAIN_EVERY_MS",
+                 "every_labels": "RETRAIN_EVERY_LABELS", "performance": "RETRAIN_PERFORMANCE",
+                 "log_loss_margin": "RETRAIN_LOG_LOSS_MARGIN",
+                 "auc_margin": "RETRAIN_AUC_MARGIN"}
+        try:
+            self.eval_config()
+        except ValueError as exc:
+            message = str(exc)
+            field_name = next((n for n in names if message.startswith(n)), "draws")
             return [f"FRESHET_{names[field_name]}: {message}"]
         return []
 
@@ -183,19 +262,26 @@ class Settings:
             return [f"FRESHET_CATALOG: {exc}"]
         return []
 
+    def worker_instance(self) -> str:
+        """This worker's identity: ``FRESHET_WORKER_ID``, else host and data folder.
+
+        Stable across its restarts, unique per worker (each worker has its own data
+        folder). It is the group's static member id and part of the transactional id.
+        """
+        import hashlib
+        import socket
+
+        return self.worker_id or hashlib.sha1(
+            f"{socket.gethostname()}:{self.data_dir.resolve()}".encode(),
+            usedforsecurity=False).hexdigest()[:12]
+
     def transactional_id(self) -> str:
         """This worker's transactional id: stable across its restarts, unique per worker.
 
         A restarted worker with the same id fences its dead predecessor at once (its
         open transaction is aborted), so consumers never wait for it to time out.
         """
-        import hashlib
-        import socket
-
-        worker = self.worker_id or hashlib.sha1(
-            f"{socket.gethostname()}:{self.data_dir.resolve()}".encode(),
-            usedforsecurity=False).hexdigest()[:12]
-        return f"{self.app_id}-{worker}"
+        return f"{self.app_id}-{self.worker_instance()}"
 
     def topic(self, logical: str) -> str:
         """The broker topic name for a logical topic (prefix applied)."""
@@ -253,6 +339,7 @@ _ENV_NAMES = {
     "sasl_username": "KAFKA_SASL_USERNAME",
     "sasl_password": "KAFKA_SASL_PASSWORD",
     "ssl_cafile": "KAFKA_SSL_CAFILE",
+    "kafka_debug": "KAFKA_DEBUG",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from freshet.settings import COMPACTED_TOPICS, DEFAULT_TOPICS, Settings
 
@@ -19,6 +19,10 @@ class TopicError(RuntimeError):
 #: The app's internal topics (named after FRESHET_APP_ID): created up front too, so
 #: that they are in the cluster metadata when the worker first joins its group.
 INTERNAL_TOPICS = ("items-repartition", "item-snapshots")
+#: logical topics with one partition whatever FRESHET_PARTITIONS says
+SINGLE_PARTITION_TOPICS = frozenset({"model_versions"})
+#: the evaluation stage's election topic (one partition, never written)
+EVALUATION_LEADER = "evaluation-leader"
 
 
 def internal_topic(settings: Settings, suffix: str) -> str:
@@ -38,17 +42,26 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     specs = []
     for logical in DEFAULT_TOPICS:
         config = {"cleanup.policy": "compact"} if logical in COMPACTED_TOPICS else {}
-        specs.append(NewTopic(settings.topic(logical), num_partitions=settings.partitions,
+        # model versions are read in order: one partition
+        parts = 1 if logical in SINGLE_PARTITION_TOPICS else settings.partitions
+        specs.append(NewTopic(settings.topic(logical), num_partitions=parts,
                               replication_factor=settings.replication_factor, config=config))
     for suffix in INTERNAL_TOPICS:
         specs.append(NewTopic(internal_topic(settings, suffix), num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor))
+    # one partition: the consumer group that owns it elects the one evaluation leader
+    specs.append(NewTopic(internal_topic(settings, EVALUATION_LEADER), num_partitions=1,
+                          replication_factor=settings.replication_factor))
     for name in state_topics(settings):
-        # compacted: the latest value per key is the state; tombstones go after a day
+        # compacted: the latest value per key is the state; tombstones go after a day.
+        # Deltas rewrite hot keys every batch, and only closed segments are compacted:
+        # segments roll hourly (or at 64 MiB) so the log stays near the state's size.
         specs.append(NewTopic(name, num_partitions=settings.partitions,
                               replication_factor=settings.replication_factor,
                               config={"cleanup.policy": "compact",
-                                      "delete.retention.ms": "86400000"}))
+                                      "delete.retention.ms": "86400000",
+                                      "segment.ms": "3600000",
+                                      "segment.bytes": str(64 * 1024 * 1024)}))
     return specs
 
 

@@ -6,6 +6,7 @@ See :mod:`labels.engine` for what each mode emits (README: which training rule i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 #: Exactly one final label per prediction: positive at the click, negative at window close.
 MODE_WAIT = "wait"
@@ -16,6 +17,7 @@ MODE_OBSERVE_THEN_CORRECT = "observe_then_correct"
 
 #: Every mode :class:`LabelConfig` accepts.
 MODES = (MODE_WAIT, MODE_EARLY_NEGATIVE, MODE_OBSERVE_THEN_CORRECT)
+LabelMode = Literal["wait", "early_negative", "observe_then_correct"]
 
 
 def _check_int(name: str, value: object, *, positive: bool) -> None:
@@ -60,7 +62,7 @@ class LabelConfig:
 
     window_ms: int = 1_800_000
     skew_ms: int = 5_000
-    mode: str = MODE_WAIT
+    mode: LabelMode = "wait"
     observe_ms: int = 60_000
     late_horizon_ms: int = 3_600_000
     provisional_examples: bool = False

@@ -6,7 +6,10 @@ label progress (final, label, version, observed, first click time, extra and lat
 click counts). Rows of forgotten predictions are reused.
 
 Indexes answer the attribution tiers (:mod:`labels.engine`): by
-``prediction_id``, by (user, request, item), by (user, item). A deadline wheel
+``prediction_id`` (every row), by (user, request, item) and by (user, item) (served
+rows only: a shadow prediction never takes a click, so the tiers never see it, at no
+cost per click). A shadow row also keeps its twin state (:data:`TWIN_PENDING`,
+:data:`TWIN_LINKED`, :data:`TWIN_ORPHAN`) and its served twin's id. A deadline wheel
 (:class:`DeadlineWheel`) finds the rows whose next deadline a watermark reached
 without scanning every row.
 """
@@ -26,8 +29,12 @@ I64 = npt.NDArray[np.int64]
 #: "No value" in int64 columns.
 NONE: Final = np.iinfo(np.int64).min
 
-#: What a row's next deadline is for.
-OBSERVE, CLOSE, FORGET = 1, 2, 3
+#: What a row's next deadline is for (RESOLVE: a shadow looks for its served twin).
+OBSERVE, CLOSE, FORGET, RESOLVE = 1, 2, 3, 4
+
+#: A shadow row's twin state (served rows: TWIN_NONE): not looked for yet, following its
+#: served twin, or none found (it closes on its own deadlines).
+TWIN_NONE, TWIN_PENDING, TWIN_LINKED, TWIN_ORPHAN = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,16 @@ class DeadlineWheel:
                 bisect.insort(self._keys, b)
             self._buckets[b].append((rows[part], due[part]))
 
+    def add_one(self, row: int, due: int) -> None:
+        """Schedule one row (the per-click path: no numpy sorting for a single entry)."""
+        b = due // self.bucket_ms
+        if b not in self._buckets:
+            import bisect
+
+            bisect.insort(self._keys, b)
+        self._buckets[b].append((np.array([row], dtype=np.int64),
+                                 np.array([due], dtype=np.int64)))
+
     def pop(self, current_due: I64, watermark_ms: int) -> I64:
         """Rows still scheduled (``current_due[row]`` = their due) with due <= watermark."""
         out: list[I64] = []
@@ -119,6 +136,10 @@ class PendingTable:
     >>> rows = t.add(["p1"], ["r1"], ["u1"], ["i1"], ["m"], np.array([0.5]), np.array([7]))
     >>> t.by_pid["p1"] == int(rows[0]), t.latest_by_item("u1", "i1", 7, 100)
     (True, 0)
+    >>> shadow = t.add(["s1"], ["r1"], ["u1"], ["i1"], ["m2"], np.array([0.4]), np.array([8]),
+    ...                served=np.array([False]))
+    >>> t.latest_by_item("u1", "i1", 9, 100), t.n_shadows, int(t.twin_state[shadow[0]])
+    (0, 1, 1)
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -139,6 +160,11 @@ class PendingTable:
         self.live = np.zeros(0, dtype=np.bool_)
         self.final = np.zeros(0, dtype=np.bool_)
         self.served = np.zeros(0, dtype=np.bool_)
+        #: a shadow row's twin state (TWIN_*) and its served twin's prediction id
+        self.twin_state = np.zeros(0, dtype=np.int8)
+        self.twin: list[str | None] = []
+        #: remembered shadow rows (0: every attribution check for shadows is skipped)
+        self.n_shadows = 0
         self.label = np.zeros(0, dtype=np.int8)
         self.version = np.zeros(0, dtype=np.int64)
         self.observed = np.zeros(0, dtype=np.bool_)
@@ -161,11 +187,12 @@ class PendingTable:
         for name in ("pid", "request_id", "user_id", "item_id", "model_id"):
             getattr(self, name).extend([""] * extra)
         self.fields_json.extend([b""] * extra)
-        for name in ("user_snapshot", "item_snapshot", "waiting"):
+        for name in ("user_snapshot", "item_snapshot", "waiting", "twin"):
             getattr(self, name).extend([None] * extra)
         for name, dtype, fill in (("score", np.float64, 0.0), ("ts", np.int64, 0),
                                   ("seq", np.int64, 0), ("live", np.bool_, False),
                                   ("final", np.bool_, False), ("served", np.bool_, True),
+                                  ("twin_state", np.int8, TWIN_NONE),
                                   ("label", np.int8, -1), ("version", np.int64, 0),
                                   ("observed", np.bool_, False), ("click_ts", np.int64, NONE),
                                   ("extra", np.int64, 0), ("late", np.int64, 0),
@@ -181,8 +208,11 @@ class PendingTable:
 
     def add(self, pids: Sequence[str], request_ids: Sequence[str], user_ids: Sequence[str],
             item_ids: Sequence[str], model_ids: Sequence[str], score: npt.NDArray[np.float64],
-            ts: I64) -> I64:
-        """Rows for new predictions (ids not remembered yet), indexed; their rows."""
+            ts: I64, served: npt.NDArray[np.bool_] | None = None) -> I64:
+        """Rows for new predictions (ids not remembered yet), indexed; their rows.
+
+        ``served`` False marks a shadow: indexed by id only, twin state pending.
+        """
         n = len(pids)
         if len(self._free) < n:
             self._grow(max(2 * self.capacity, self.capacity + n))
@@ -198,7 +228,6 @@ class PendingTable:
         self.ts[arr] = ts
         self.live[arr] = True
         self.final[arr] = False
-        self.served[arr] = True
         self.label[arr] = -1
         self.version[arr] = 0
         self.observed[arr] = False
@@ -207,18 +236,40 @@ class PendingTable:
         self.late[arr] = 0
         self.by_pid.update(zip(pids, rows, strict=True))
         by_request, by_item = self.by_request, self.by_item
-        for row, user, req, item in zip(rows, user_ids, request_ids, item_ids, strict=True):
-            by_request[(user, req, item)].append(row)
-            by_item[(user, item)].append(row)
+        if served is None or bool(served.all()):
+            self.served[arr] = True
+            self.twin_state[arr] = TWIN_NONE
+            for row, user, req, item in zip(rows, user_ids, request_ids, item_ids, strict=True):
+                by_request[(user, req, item)].append(row)
+                by_item[(user, item)].append(row)
+            return arr
+        self.served[arr] = served
+        self.twin_state[arr] = np.where(served, TWIN_NONE, TWIN_PENDING)
+        self.n_shadows += int((~served).sum())
+        for row, user, req, item, srv in zip(rows, user_ids, request_ids, item_ids,
+                                             served.tolist(), strict=True):
+            if srv:
+                by_request[(user, req, item)].append(row)
+                by_item[(user, item)].append(row)
         return arr
 
     def forget(self, rows: Iterable[int]) -> list[str]:
         """Remove rows from every index and free them; their prediction ids."""
         out = []
-        for row in rows:
+        rows = list(rows)
+        for row, srv in zip(rows, self.served[rows].tolist(), strict=True):
             pid = self.pid[row]
             out.append(pid)
             del self.by_pid[pid]
+            self.live[row] = False
+            self.due[row] = NONE
+            self._free.append(row)
+            self.fields_json[row] = b""
+            self.user_snapshot[row] = self.item_snapshot[row] = self.waiting[row] = None
+            if not srv:  # a shadow is in no attribution index
+                self.twin[row] = None
+                self.n_shadows -= 1
+                continue
             request = (self.user_id[row], self.request_id[row], self.item_id[row])
             bucket = self.by_request[request]
             bucket.remove(row)
@@ -229,11 +280,6 @@ class PendingTable:
             bucket.remove(row)
             if not bucket:
                 del self.by_item[item]
-            self.fields_json[row] = b""
-            self.user_snapshot[row] = self.item_snapshot[row] = self.waiting[row] = None
-            self.live[row] = False
-            self.due[row] = NONE
-            self._free.append(row)
         return out
 
     # -- attribution lookups -----------------------------------------------------------
@@ -256,13 +302,13 @@ class PendingTable:
 
     def latest_by_request(self, user: str, request: str, item: str, click_ts: int,
                           lead_ms: int, remember_ms: int) -> int | None:
-        """The latest eligible prediction served for (request, item) to ``user``."""
+        """The latest eligible served prediction for (request, item) to ``user``."""
         rows = self.by_request.get((user, request, item), ())
         return self._latest(r for r in rows if self.eligible(r, click_ts, lead_ms, remember_ms))
 
     def latest_by_item(self, user: str, item: str, click_ts: int,
                        remember_ms: int) -> int | None:
-        """The latest prediction of ``item`` to ``user`` with ts <= click ts (lead 0)."""
+        """The latest served prediction of ``item`` to ``user`` with ts <= click ts (lead 0)."""
         rows = self.by_item.get((user, item), ())
         return self._latest(r for r in rows if self.eligible(r, click_ts, 0, remember_ms))
 

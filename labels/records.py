@@ -3,7 +3,8 @@
 Output records (README, ``labels``): a label record; a training example (the
 prediction's own fields, the label fields, ``freshet_features``); a late or extra
 click (the prediction it belongs to plus the click); an unattributed click (the
-click plus the reason). Stored records are what the label changelog keeps so a
+click plus the reason). A shadow prediction's label and example carry ``served: false``
+and, when final, ``served_prediction_id``. Stored records are what the label changelog keeps so a
 restarted worker resumes exactly: one per remembered prediction, one per held click.
 """
 
@@ -42,11 +43,17 @@ class LabelRecord(msgspec.Struct, gc=False):
     delay_ms: int | None
     window_ms: int
     schema_version: int
+    #: ``false`` on a shadow prediction's labels (absent on a served one's)
     served: bool | msgspec.UnsetType = msgspec.UNSET
+    #: on a shadow's final label: its served twin's ``prediction_id`` (null: it had none)
+    served_prediction_id: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class LabelTail(msgspec.Struct, gc=False):
-    """The label fields a training example adds to the prediction's own fields."""
+    """The label fields a training example adds to the prediction's own fields.
+
+    A shadow's ``served: false`` is one of its own fields already (never repeated).
+    """
 
     label: int
     kind: str
@@ -57,7 +64,7 @@ class LabelTail(msgspec.Struct, gc=False):
     delay_ms: int | None
     window_ms: int
     schema_version: int
-    served: bool | msgspec.UnsetType = msgspec.UNSET
+    served_prediction_id: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ClickOnPrediction(msgspec.Struct, gc=False):
@@ -124,6 +131,9 @@ class StoredPrediction(msgspec.Struct, gc=False, array_like=True):
     click_ts: int | None
     extra: int
     late: int
+    #: a shadow's twin: null while not looked for (and on served rows), "" when it has
+    #: none, else the served twin's prediction_id (absent in records of older versions)
+    twin: str | None = None
 
 
 class StoredHeld(msgspec.Struct, gc=False, array_like=True):

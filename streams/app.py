@@ -6,8 +6,10 @@ which ``freshet worker`` also runs), the web server (read path, ``/metrics``,
 stream caps at ~5-11k events/s here, its committed offsets can run ahead of
 durable state and its windowed tables close on the wall clock. The engine loop
 (:class:`streams.worker.Worker`) runs in its own thread with confluent-kafka
-consumers and one transaction per batch. Faust's own consumer joins a group of its
-own (``<app id>-faust``) with nothing to read, so the two never share a group.
+consumers and one transaction per batch; the evaluation stage
+(:class:`streams.evaluation.EvaluationStage`, off with FRESHET_EVALUATION_ENABLED=false)
+in another. The Faust app runs in producer-only mode:
+no Faust consumer, so nothing of Faust's joins a consumer group.
 
 There is no import-time app: ``faust -A streams.app worker`` reaches the module
 attribute ``app``, which is built on first access from ``FRESHET_*`` settings.
@@ -24,6 +26,7 @@ import faust
 
 from features.catalog import Catalog
 from freshet.settings import Settings
+from streams.evaluation import EvaluationStage
 from streams.views import register_views
 from streams.worker import Worker
 
@@ -64,13 +67,23 @@ def _ssl_context(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
-    """A Faust app whose start runs a freshet worker loop, with the web views."""
+    """A Faust app whose start runs a freshet worker loop, with the web views.
+
+    The caller holds the data folder's lock (:func:`streams.startup.prepare_worker`):
+    this removes Faust's folder in it.
+    """
     datadir = settings.data_dir / "faust" / settings.app_id
     shutil.rmtree(datadir, ignore_errors=True)  # Faust keeps nothing worth resuming
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.app_id}-faust", **faust_config(settings))
+    # no Faust consumer: nothing of Faust's joins a group, and the engine starts at once
+    # instead of after a Faust rebalance (which waits out a dead predecessor's session)
+    app.producer_only = True
     worker = Worker(settings, catalog)
     app.freshet_worker = worker  # type: ignore[attr-defined]
+    stage = (EvaluationStage(settings, lead=settings.evaluation_leader == "worker")
+             if settings.evaluation_enabled else None)
+    app.freshet_evaluation = stage  # type: ignore[attr-defined]
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_engine() -> None:
@@ -81,13 +94,17 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(exc)))
 
         worker.start(on_crash=crashed)
+        if stage is not None:
+            stage.start(on_crash=crashed)
 
     def stop_engine(sender: Any, **kwargs: Any) -> None:
+        if stage is not None:
+            stage.stop()
         worker.stop()
 
     app.on_before_shutdown.connect(stop_engine)  # type: ignore[arg-type]
 
-    register_views(app, worker)
+    register_views(app, worker, stage)
     return app
 
 
@@ -100,9 +117,12 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             from freshet.topics import create_topics
+            from streams.startup import prepare_worker
 
             settings = Settings.from_env()
-            create_topics(settings)  # as `freshet worker` does
+            lock = prepare_worker(settings)  # as `freshet worker` does
+            create_topics(settings)
             _app = create_app(settings)
+            _app.freshet_lock = lock  # type: ignore[attr-defined]
         return _app
     raise AttributeError(name)

@@ -9,6 +9,11 @@ of the input the watermark moves to +infinity, so every label is final. Records 
 to ``DIR/<topic>.jsonl``, one JSON object per line, in the order the stream would
 publish them.
 
+With the evaluation stage on (``FRESHET_EVALUATION_ENABLED``, the default), the
+evaluator follows the labels as in the workers (:class:`EvalTap`) and its records go to
+``model-metrics``, ``model-comparisons``, ``model-routing``, ``drift`` and
+``retrain-triggers`` files.
+
 Replay runs as one partition; its ``source`` provenance fields therefore count lines
 of each file in merged order, not Kafka offsets.
 """
@@ -29,9 +34,11 @@ import orjson
 
 from engine import InputBatch, ItemPartition, Out, Result, UserPartition, label_reports
 from engine.users import Counters
+from evaluation import Evaluator
 from events.timing import END_OF_TIME_MS
 from features.catalog import Catalog
 from freshet.settings import DEFAULT_TOPICS, Settings
+from streams.evaluation import OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +144,43 @@ class Replay:
                 emit(out)
 
 
+class EvalTap:
+    """The evaluation stage over replay's own labels: advanced after every batch.
+
+    As in the workers (:mod:`streams.evaluation`), the evaluator advances to the label
+    watermark, so each record at ``T`` equals the live one at ``T``; at the end of the
+    input it advances to just past the newest prediction, where every label has matured.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.evaluator = Evaluator(settings.eval_config())
+        self.newest_ts: int | None = None
+
+    def take(self, out: Out) -> None:
+        """Hold a ``labels`` or ``training-examples`` output (others are ignored)."""
+        if out.value is None or out.topic not in ("labels", "training_examples"):
+            return
+        record = orjson.loads(out.value)
+        if out.topic == "labels":
+            self.evaluator.add_label(record)
+            ts = record.get("prediction_ts")
+            if isinstance(ts, int) and (self.newest_ts is None or ts > self.newest_ts):
+                self.newest_ts = ts
+        else:
+            self.evaluator.add_training_example(record)
+
+    def advance(self, label_watermark_ms: int | None) -> list[Out]:
+        """The evaluation records at ``label_watermark_ms`` (none if it did not move)."""
+        if label_watermark_ms is None:
+            return []
+        return [Out(OUTPUT_TOPICS[o.topic], o.key.encode(), orjson.dumps(o.record))
+                for o in self.evaluator.advance(label_watermark_ms)]
+
+    def finish(self) -> list[Out]:
+        """The records once every label has matured (just past the newest prediction)."""
+        return self.advance(None if self.newest_ts is None else self.newest_ts + 1)
+
+
 def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Settings,
                  progress: bool = True, batch_size: int = BATCH) -> ReplaySummary:
     """Replay two JSONL files into ``out_dir``; see the module doc."""
@@ -153,6 +197,7 @@ def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Setti
         offset[mine] = np.arange(int(mine.sum()))
     out_dir.mkdir(parents=True, exist_ok=True)
     replay = Replay(settings)
+    tap = EvalTap(settings) if settings.evaluation_enabled else None
     written: dict[str, int] = {}
     with ExitStack() as stack:
         files: dict[str, IO[bytes]] = {}
@@ -165,6 +210,8 @@ def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Setti
                     open(out_dir / f"{name}.jsonl", "wb", buffering=1 << 20))
             f.write((out.value or b"null") + b"\n")
             written[out.topic] = written.get(out.topic, 0) + 1
+            if tap is not None:
+                tap.take(out)
 
         bar = stack.enter_context(tqdm(total=total, unit="ev", desc="replay",
                                        disable=not progress, mininterval=0.5))
@@ -177,8 +224,14 @@ def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Setti
             batch = InputBatch(src, offset[start:start + batch_size], [None] * len(values),
                                values)
             replay.run_batch(batch, emit)
+            if tap is not None:
+                for out in tap.advance(replay.users.label_watermark_ms()):
+                    emit(out)
             bar.update(len(values))
         replay.end_of_input(emit)
+        if tap is not None:
+            for out in tap.finish():
+                emit(out)
     return ReplaySummary(total, written, time.perf_counter() - t0)
 
 

@@ -32,8 +32,12 @@ class Transactions:
     """A transactional producer that commits one batch at a time."""
 
     def __init__(self, config: dict[str, Any], topics: Mapping[str, str],
-                 changelogs: Mapping[str, str], timeout_s: float = 30.0) -> None:
+                 changelogs: Mapping[str, str], timeout_s: float = 30.0,
+                 commit_delay_s: float = 0.0) -> None:
         self.producer = Producer(config)
+        self.commit_delay_s = commit_delay_s  # a testing aid (FRESHET_DEBUG_COMMIT_DELAY_MS)
+        #: the current transaction's records are on the broker, not committed yet
+        self.awaiting_commit = False
         self.topics = topics
         self.changelogs = changelogs
         self.timeout_s = timeout_s
@@ -65,6 +69,7 @@ class Transactions:
         producer = self.producer
         topics, changelogs = self.topics, self.changelogs
         sent = 0
+        started = time.monotonic()
         try:
             producer.begin_transaction()
             for out in outputs:
@@ -77,7 +82,12 @@ class Transactions:
                 producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                     group_metadata, self.timeout_s)
+            if self.commit_delay_s:
+                producer.flush(self.timeout_s)  # the records are on the broker, uncommitted
+                self.awaiting_commit = True
+                time.sleep(self.commit_delay_s)
             self._commit()
+            self.awaiting_commit = False
         except KafkaException as exc:
             err = exc.args[0]
             if getattr(err, "fatal", lambda: False)():
@@ -92,6 +102,9 @@ class Transactions:
             raise TransactionAborted(str(err)) from exc
         self.commits += 1
         self.records += sent
+        took = time.monotonic() - started - self.commit_delay_s
+        if took > 5.0:
+            log.warning("a transaction of %d records took %.1f s to commit", sent, took)
         return sent
 
     def _commit(self) -> None:

@@ -7,13 +7,17 @@ its worker also reads partition ``p`` of ``clicks`` and of the item snapshots (a
 second consumer that never joins the group), so a user's clicks, predictions,
 features and pending labels always live together whatever the assignor does.
 
-Each loop takes what the consumers have (up to ``FRESHET_BATCH_MAX_EVENTS``, waiting
-at most ``FRESHET_COMMIT_INTERVAL_MS``), runs it through the engine's partitions,
-and commits outputs, changelog deltas and input offsets in one transaction
-(:mod:`streams.transactions`). A newly assigned partition is restored from its
-changelogs first (:mod:`streams.changelog`); a revoked one is dropped. If a
-transaction is aborted, every partition is restored again and its inputs re-read
-from the committed offsets.
+Each loop takes what the consumers have (up to ``FRESHET_BATCH_MAX_EVENTS`` each;
+when nothing is there and no transaction is in flight, it waits for records up to
+``FRESHET_COMMIT_INTERVAL_MS``), runs it through the engine's partitions, and
+commits outputs, changelog deltas and input offsets in one transaction
+(:mod:`streams.transactions`). Commits are pipelined: a batch's transaction
+commits in a second thread while the next batch is processed, and the next
+transaction begins only when it has committed. A newly assigned partition is
+restored first (:mod:`streams.state`); a revoked one is dropped once the
+transaction in flight has committed. If a transaction is aborted, every partition
+is restored again and its inputs re-read from the committed offsets (the batch
+processed meanwhile is dropped with it).
 """
 
 from __future__ import annotations
@@ -21,13 +25,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from engine import InputBatch, ItemPartition, Result, UserPartition, label_reports
@@ -36,58 +38,17 @@ from features.catalog import Catalog
 from features.records import RecordEncoder
 from freshet.settings import Settings
 from streams import kafka
-from streams.changelog import read_changelogs
+from streams.batches import Batch, BatchSizes, Pending, partitioner
+from streams.checkpoints import Part
+from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
 log = logging.getLogger(__name__)
 
 #: How often label watermarks and delay statistics are published.
 REPORT_EVERY_S = 5.0
-
-
-def partitioner(partitions: int) -> Callable[[str], int]:
-    """The Java client's default partition of a string key (murmur2, as Kafka Streams)."""
-
-    def partition_of(key: str) -> int:
-        return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-    return partition_of
-
-
-@dataclass(slots=True)
-class BatchSizes:
-    """Events per processed batch: how the worker sized them (backlog vs caught up)."""
-
-    batches: int = 0
-    events: int = 0
-    smallest: int | None = None
-    largest: int = 0
-    last: int = 0
-
-    def add(self, n: int) -> None:
-        """Count a batch of ``n`` input records."""
-        self.batches += 1
-        self.events += n
-        self.last = n
-        self.largest = max(self.largest, n)
-        self.smallest = n if self.smallest is None else min(self.smallest, n)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready snapshot."""
-        mean = self.events / self.batches if self.batches else None
-        return {"batches": self.batches, "min": self.smallest, "max": self.largest,
-                "mean": mean, "last": self.last}
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Records of one iteration, by partition."""
-
-    users: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    snapshots: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    items: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    count: int = 0
+#: How long one wait for input lasts while a caught-up worker waits for records.
+POLL_S = 0.005
 
 
 class Worker:
@@ -108,14 +69,24 @@ class Worker:
         self.items: dict[int, ItemPartition] = {}
         self.restores = 0
         self.aborts = 0
-        self._assigned: set[tuple[str, int]] = set()
-        self._to_restore: set[tuple[str, int]] = set()
+        self.states: PartitionStates | None = None  # opened by run()
+        self._last_mark = time.monotonic()
+
+        self._assigned: set[Part] = set()
+        self._to_restore: set[Part] = set()
         self._follow_add: set[int] = set()
         self._follow_drop: set[int] = set()
+        self._inflight: tuple[Future[float], Batch] | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.running = False
+        #: the group has assigned this worker its partitions at least once
+        self.joined = False
+        #: records not yet read per assigned input partition (None until known)
+        self.lag: dict[Part, int] | None = None
         self._encoders = {"user": RecordEncoder(self.catalog.user, ("clicks", "predictions")),
                           "item": RecordEncoder(self.catalog.item, [
                               f"{s}:{o}" for s in ("clicks", "predictions")
@@ -151,7 +122,13 @@ class Worker:
     def run(self) -> None:
         """The loop (see the module doc); returns when :meth:`stop` is called."""
         s = self.settings
-        self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs)
+        started = time.monotonic()
+        self.states = PartitionStates(s, self.changelogs)
+        self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
+                                commit_delay_s=s.debug_commit_delay_ms / 1000.0)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="freshet-commit")
+        log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
+                 time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
         self.follower = Consumer(kafka.follower_consumer(s))
         topics = [self.names["predictions"]]
@@ -162,25 +139,99 @@ class Worker:
         self.running = True
         last_idle = last_report = time.monotonic()
         idle_every = min(1.0, max(0.05, s.idle_advance_ms / 4000))
+        mark_every = s.checkpoint_interval_ms / 1000
+        clean = False
         try:
             while not self._stop.is_set():
                 pending = self._collect()
                 now = time.monotonic()
                 idle = now - last_idle >= idle_every
                 report = now - last_report >= REPORT_EVERY_S
-                if pending.count or idle or report:
-                    self._process(pending, idle, report)
-                    last_idle = now if idle else last_idle
-                    last_report = now if report else last_report
+                batch = self._process(pending, idle, report) if pending is not None else None
+                last_idle = now if idle else last_idle
+                last_report = now if report else last_report
+                if not self._settle():
+                    continue  # aborted: every partition was reset, this batch is void
+                if now - self._last_mark >= mark_every:
+                    self._mark()
+                if batch is not None:
+                    self._inflight = (self._committer.submit(self._commit, batch), batch)
+            clean = self._settle()
         finally:
             self.running = False
-            self.group.close()  # leaves the group: its partitions move at once
+            if clean:
+                self._mark()  # a clean stop: the next start reads no changelog
+            self._committer.shutdown(wait=True)
+            self.group.close()
             self.follower.close()
             self.txn.close()
+            self.states.close()
+
+    # -- transactions -----------------------------------------------------------------
+
+    def _commit(self, batch: Batch) -> float:
+        """The batch's transaction (in the commit thread); when it committed."""
+        self.txn.commit(batch.result.outputs, batch.result.deltas, batch.offsets,
+                        batch.group_metadata)
+        return time.time()
+
+    def _settle(self, defer_reset: bool = False) -> bool:
+        """Wait for the transaction in flight; False if it was aborted (state reset)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        future, batch = inflight
+        try:
+            committed = future.result()
+        except TransactionAborted:
+            if defer_reset:  # inside a rebalance callback: reset when it has returned
+                self._needs_reset = True
+            else:
+                self._reset()
+            return False
+        if self.states is not None:
+            self.states.committed(batch.result.deltas)
+        if batch.count:
+            self.batch_sizes.add(batch.count, batch.started, batch.processed, committed)
+        return True
+
+    def _mark(self, only: set[Part] | None = None) -> None:
+        """Mark owned partitions' local state as current (no transaction in flight)."""
+        self._last_mark = time.monotonic()
+        if self.states is None:
+            return
+        parts = []
+        for p in sorted(self.users):
+            if only is None or (self.names["predictions"], p) in only:
+                parts += [(self.changelogs[state], p) for state in ("user", "label")
+                          if state in self.changelogs]
+        for q in sorted(self.items):
+            if only is None or (self.names["items_repartition"], q) in only:
+                parts.append((self.changelogs["item"], q))
+        self.states.mark(parts)
+
+    def _reset(self) -> None:
+        """After an aborted transaction: every partition from its changelog and offsets."""
+        self.aborts += 1
+        self._needs_reset = False
+        with self.lock:
+            self.users.clear()
+            self.items.clear()
+        self._to_restore |= self._assigned
+        group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        for tp in kafka.committed_offsets(self.group, group_tps,
+                                          self.settings.broker_wait_ms / 1000):
+            self.group.seek(TopicPartition(tp.topic, tp.partition,
+                                           tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
+        self._follow_drop |= set(self._follow_add)
+        self._sync_follower()
 
     # -- assignment -------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.joined = True
+        self.lag = None
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._to_restore.add((tp.topic, tp.partition))
@@ -190,6 +241,10 @@ class Worker:
         log.info("assigned %s", _tps(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.lag = None
+        # the transaction in flight holds these partitions' offsets: let it commit first
+        if self._settle(defer_reset=True):
+            self._mark({(tp.topic, tp.partition) for tp in partitions})
         with self.lock:
             for tp in partitions:
                 self._assigned.discard((tp.topic, tp.partition))
@@ -216,7 +271,8 @@ class Worker:
             self._follow_drop.clear()
         if self._follow_add:
             tps = [tp for p in sorted(self._follow_add) for tp in self._follower_tps(p)]
-            committed = self.group.committed(tps, timeout=30)
+            committed = kafka.committed_offsets(self.group, tps,
+                                                self.settings.broker_wait_ms / 1000)
             start = [TopicPartition(tp.topic, tp.partition,
                                     tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed]
@@ -224,25 +280,28 @@ class Worker:
             self._follow_add.clear()
 
     def _restore(self) -> None:
-        """Rebuild newly assigned partitions from their changelogs, before their input."""
-        s = self.settings
+        """Rebuild newly assigned partitions (changelogs, local store) before their input."""
+        if self.states is None:
+            raise RuntimeError("restore before the worker runs")
         users = sorted(p for t, p in self._to_restore if t == self.names["predictions"])
         items = sorted(p for t, p in self._to_restore if t == self.names["items_repartition"])
         parts = [(self.changelogs["user"], p) for p in users]
         if self.label_config is not None:
             parts += [(self.changelogs["label"], p) for p in users]
         parts += [(self.changelogs["item"], q) for q in items]
-        states = read_changelogs(kafka.restore_consumer(s), parts)
+        states = self.states.restore(parts).states
         with self.lock:
             for p in users:
                 part = self._new_user(p)
                 label = states.get((self.changelogs.get("label", ""), p), {})
-                part.restore(list(states[(self.changelogs["user"], p)].items()),
-                             list(label.items()))
+                with readable(self.changelogs["user"], p):
+                    part.restore(list(states[(self.changelogs["user"], p)].items()),
+                                 list(label.items()))
                 self.users[p] = part
             for q in items:
                 item = self._new_item(q)
-                item.restore(list(states[(self.changelogs["item"], q)].items()))
+                with readable(self.changelogs["item"], q):
+                    item.restore(list(states[(self.changelogs["item"], q)].items()))
                 self.items[q] = item
         self.restores += len(users) + len(items)
         self._to_restore.clear()
@@ -251,39 +310,38 @@ class Worker:
         s = self.settings
         return UserPartition(p, self.catalog.user, self.label_config, s.allowed_lateness_ms,
                              self.partition_of if self.has_items else None, self.counters,
-                             topics=(self.names["clicks"], self.names["predictions"]))
+                             topics=(self.names["clicks"], self.names["predictions"]),
+                             check_keys=True)
 
     def _new_item(self, q: int) -> ItemPartition:
         return ItemPartition(q, self.catalog.item, self.settings.partitions,
                              snapshots=self.label_config is not None, counters=self.counters,
                              topic=self.names["items_repartition"])
 
-    def _reset(self) -> None:
-        """After an aborted transaction: every partition from its changelog and offsets."""
-        self.aborts += 1
-        with self.lock:
-            self.users.clear()
-            self.items.clear()
-        self._to_restore |= self._assigned
-        group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        for tp in self.group.committed(group_tps, timeout=30):
-            self.group.seek(TopicPartition(tp.topic, tp.partition,
-                                           tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
-        self._follow_drop |= set(self._follow_add)
-        self._sync_follower()
-
     # -- one iteration ----------------------------------------------------------------
 
-    def _collect(self) -> _Pending:
-        s = self.settings
-        wait = s.commit_interval_ms / 1000.0
-        msgs = self.group.consume(num_messages=s.batch_max_events, timeout=wait)
+    def _consume(self, timeout_s: float) -> list[Any]:
+        n = self.settings.batch_max_events
+        msgs: list[Any] = self.group.consume(num_messages=n, timeout=timeout_s)
         self._sync_follower()
-        msgs += self.follower.consume(num_messages=s.batch_max_events, timeout=0)
+        msgs += self.follower.consume(num_messages=n, timeout=0)
+        return msgs
+
+    def _collect(self) -> Pending | None:
+        """What the consumers have now; None when an abort reset every partition."""
+        # with a transaction in flight, take what is there and process it meanwhile;
+        # else wait for the first records (up to the commit interval: the idle timers)
+        msgs = self._consume(0)
+        if not msgs and self._inflight is None:
+            deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
+            while not msgs and time.monotonic() < deadline and not self._stop.is_set():
+                msgs = self._consume(POLL_S)
+        if self._needs_reset:
+            self._reset()
+            return None  # records of before the reset are read again
         if self._to_restore:
             self._restore()
-        pending = _Pending()
+        pending = Pending()
         kinds = self._topic_kind
         for msg in msgs:
             err = msg.error()
@@ -316,8 +374,12 @@ class Worker:
             return high >= 0 and pos.offset >= 0 and pos.offset >= high
         return caught_up
 
-    def _process(self, pending: _Pending, idle: bool, report: bool) -> None:
-        now_ms = int(time.time() * 1000)
+    def _process(self, pending: Pending, idle: bool, report: bool) -> Batch | None:
+        """Run the records through the engine; the batch to commit (None: nothing to)."""
+        if not (pending.count or idle or report):
+            return None
+        started = time.time()
+        now_ms = int(started * 1000)
         result = Result()
         with self.lock:
             for p, recs in sorted(pending.users.items()):
@@ -336,17 +398,41 @@ class Worker:
                                                     self._caught_up(p)))
             if report:
                 result.outputs.extend(label_reports(list(self.users.values())))
-        if pending.count:
-            self.batch_sizes.add(pending.count)
+        if idle:
+            self.lag = self._measure_lag()
         if not pending.count and not result.outputs and not result.deltas:
-            return
-        try:
-            self.txn.commit(result.outputs, result.deltas, pending.offsets,
-                            self.group.consumer_group_metadata())
-        except TransactionAborted:
-            self._reset()
+            return None
+        return Batch(result, pending.offsets, self.group.consumer_group_metadata(),
+                     pending.count, started, time.time())
 
-    # -- reads for the web server -----------------------------------------------------
+    # -- what the web server asks -----------------------------------------------------
+
+    def _measure_lag(self) -> dict[Part, int] | None:
+        """Records left to read per assigned input partition (librdkafka's cached ends)."""
+        lag: dict[Part, int] = {}
+        owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
+        owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
+        for consumer, tp in owned:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            (pos,) = consumer.position([tp])
+            if high < 0:
+                return None  # not fetched yet
+            lag[(tp.topic, tp.partition)] = max(0, high - pos.offset) if pos.offset >= 0 else high
+        return lag
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): assigned, every partition restored, and the lag known."""
+        if self.error is not None:
+            return False, f"the engine loop stopped: {self.error!r}"
+        if not self.running:
+            return False, "starting"
+        if not self.joined:
+            return False, "waiting for the consumer group to assign partitions"
+        if self._to_restore:
+            return False, f"restoring {len(self._to_restore)} partitions"
+        if self.lag is None:
+            return False, "input positions not known yet"
+        return True, f"{sum(self.lag.values())} records behind"
 
     def read(self, entity: str, key: str) -> tuple[int, bytes]:
         """(HTTP status, body) of ``GET /features/{entity}/{key}`` answered here."""
@@ -374,4 +460,3 @@ class Worker:
 
 def _tps(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps) or "nothing"
-

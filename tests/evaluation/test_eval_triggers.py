@@ -14,6 +14,7 @@ from river.drift import ADWIN
 
 from evaluation import DriftConfig, EvalConfig, Evaluator, TriggerConfig
 from evaluation.config import PerformanceMetric
+from evaluation.triggers import HISTORY
 from tests.evaluation.oracle import T0, Z, example, label, pairwise_auc
 
 OFF = TriggerConfig(every_ms=None, every_labels=None, performance="off", drift=False)
@@ -36,8 +37,14 @@ def run(cfg: EvalConfig, labels: list[dict[str, Any]],
             fired.append((i, last))
     out = ev.outputs()
     trig = [o for o in out if o.topic == "retrain-triggers"]
-    if fired:  # the published record is the latest trigger of the model
-        assert trig[-1].record == {**fired[-1][1], "label_watermark_ms": ev.watermark_ms}
+    if fired:  # the published record is the latest trigger of the model, with its history
+        model = fired[-1][1]["model_id"]
+        rec = next(o.record for o in trig if o.key == model)
+        assert {k: v for k, v in rec.items() if k != "history"} == {
+            **fired[-1][1], "label_watermark_ms": ev.watermark_ms}
+        mine = [f for _, f in fired if f["model_id"] == model][-HISTORY:]
+        assert rec["history"] == [{k: f[k] for k in ("sequence", "prediction_ts", "reasons")}
+                                  for f in mine]
     return fired
 
 
@@ -180,19 +187,21 @@ def test_drift_reason_fires_when_psi_crosses_and_rearms_after_recovery() -> None
     # (a prediction's label is applied before its own example)
     edges = sorted(set(np.quantile(base, [k / 5 for k in range(1, 5)]).tolist()))
     ref = np.bincount(np.searchsorted(edges, base, side="left"), minlength=len(edges) + 1)
-    drifted_after = []
+    psi_after: list[float | None] = []
     for i in range(len(phases)):
         cur_vals = phases[20:i + 1][-10:]
         if i < 20 or len(cur_vals) < 10:
-            drifted_after.append(False)
+            psi_after.append(None)
             continue
         cur = np.bincount(np.searchsorted(edges, cur_vals, side="left"), minlength=len(ref))
         r, c = np.maximum(ref / 20, 1e-4), np.maximum(cur / 10, 1e-4)
-        drifted_after.append(float(np.sum((c - r) * np.log(c / r))) > 0.5)
+        psi_after.append(float(np.sum((c - r) * np.log(c / r))))
     expected, acked = [], False
     for j in range(len(phases)):
-        now = j > 0 and drifted_after[j - 1]
-        acked = acked and now
+        psi = psi_after[j - 1] if j > 0 else None
+        now = psi is not None and psi > 0.5
+        # re-armed only once the PSI is below half the threshold (hysteresis)
+        acked = acked and psi is not None and psi >= 0.5 * 0.5
         if now and not acked:
             expected.append(j)
             acked = True

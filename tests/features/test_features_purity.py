@@ -13,7 +13,7 @@ FEATURES_DIR = Path(features.__file__).parent
 MODULES = sorted(FEATURES_DIR.glob("*.py"))
 ALLOWED_IMPORTS = {
     "__future__", "abc", "collections", "dataclasses", "hashlib", "importlib", "inspect",
-    "math", "re", "typing", "events", "features", "numpy", "msgspec",
+    "math", "re", "sys", "typing", "events", "features", "numpy", "msgspec",
 }
 CLOCK_CALLS = {"time", "time_ns", "monotonic", "perf_counter", "now", "utcnow", "today"}
 

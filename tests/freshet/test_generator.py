@@ -3,8 +3,12 @@ broker-free behaviour (freshet.producer)."""
 
 from __future__ import annotations
 
+import math
+import re
+import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,19 +17,23 @@ import pytest
 
 from events.contracts import Click, ContractError, Prediction, decode_click, decode_prediction
 from freshet.generator import (
+    LOGGED_FEATURES,
     MALFORMED_KINDS,
     GeneratedRecord,
     GeneratorConfig,
+    Simulation,
     generate,
     read_jsonl,
+    stream,
     write_jsonl,
 )
-from freshet.producer import ProduceError, produce, producer_config
+from freshet.producer import ProduceError, produce, produce_stream, producer_config
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
 MINUTE_MS = 60_000
+START_MS = GeneratorConfig().start_ts_ms
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +346,417 @@ def test_100k_predictions_generate_in_a_few_seconds() -> None:
     assert time.perf_counter() - started < 10
 
 
+# --- routing weights -------------------------------------------------------------
+
+
+def _predictions(records: list[GeneratedRecord]) -> list[Prediction]:
+    return [decode_prediction(r.value) for r in records if r.topic == "predictions"
+            and r.malformed is None]
+
+
+def _request_models(preds: list[Prediction]) -> dict[str, str]:
+    """The model that served each request (served predictions only)."""
+    out: dict[str, str] = {}
+    for p in preds:
+        if p.served is None:
+            assert out.setdefault(p.request_id, p.model_id) == p.model_id
+    return out
+
+
+def _assert_shares(counts: Counter[str], weights: Mapping[str, float]) -> None:
+    """Each model's request count is within 4.5 binomial standard deviations of n * w."""
+    n = sum(counts.values())
+    assert n > 500
+    for model, w in weights.items():
+        tolerance = 4.5 * math.sqrt(n * w * (1 - w))
+        assert abs(counts[model] - n * w) <= tolerance, (model, counts, weights)
+    assert set(counts) <= {m for m, w in weights.items() if w > 0}
+
+
+def test_default_routing_is_uniform_and_explicit_uniform_weights_change_nothing() -> None:
+    default = list(generate(GeneratorConfig(predictions=3_000)))
+    uniform = list(generate(GeneratorConfig(predictions=3_000,
+                                            weights={"model-a": 2, "model-b": 2})))
+    assert default == uniform
+    _assert_shares(Counter(_request_models(_predictions(default)).values()),
+                   {"model-a": 0.5, "model-b": 0.5})
+
+
+def test_weights_are_normalized_over_every_model_and_read_only() -> None:
+    config = GeneratorConfig(models=("a", "b", "c"), weights={"c": 3, "a": 1},
+                             shadow_models=("s",))
+    assert dict(config.weights or {}) == {"a": 0.25, "b": 0.0, "c": 0.75}
+    assert list(config.weights or {}) == ["a", "b", "c"]
+    assert config.routing_weights() == {"a": 0.25, "b": 0.0, "c": 0.75}
+    with pytest.raises(TypeError):
+        config.weights["a"] = 1.0  # type: ignore[index]
+    # a shadow model's weight (a routing record may carry one) is ignored
+    assert dict(GeneratorConfig(models=("a", "b", "c"), shadow_models=("s",),
+                                weights={"a": 1, "c": 3, "s": 5}).weights or {}) == dict(
+        config.weights or {})
+
+
+@pytest.mark.parametrize(("models", "weights"), [
+    (("model-a", "model-b"), {"model-a": 0.8, "model-b": 0.2}),
+    (("model-a", "model-b"), {"model-a": 1.0}),
+    (("a", "b", "c"), {"a": 1, "b": 0, "c": 3}),
+    (("a", "b", "c", "d"), {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}),
+])
+def test_each_request_is_served_by_a_model_drawn_by_the_weights(
+    models: tuple[str, ...], weights: dict[str, float],
+) -> None:
+    config = GeneratorConfig(predictions=20_000, models=models, weights=weights)
+    served = _request_models(_predictions(list(generate(config))))
+    total = sum(weights.values())
+    expected = {m: weights.get(m, 0.0) / total for m in models}
+    _assert_shares(Counter(served.values()), expected)
+
+
+def test_changing_weights_between_steps_changes_the_share_after_the_change() -> None:
+    chunk = 8_000
+    schedule: list[dict[str, float] | None] = [
+        None, {"model-a": 0.9, "model-b": 0.1}, {"model-a": 0.1, "model-b": 0.9}]
+
+    def run(schedule: list[dict[str, float] | None]) -> list[list[GeneratedRecord]]:
+        sim = Simulation(GeneratorConfig(malformed_fraction=0.01))
+        steps = []
+        for weights in schedule:
+            if weights is not None:
+                sim.set_weights(weights)
+            steps.append(sim.step(chunk))
+        return [*steps, sim.flush()]
+
+    steps = run(schedule)
+    preds = _predictions([r for s in steps for r in s])
+    assert len(preds) == 3 * chunk
+    assert len({p.prediction_id for p in preds}) == len(preds)
+    # the j-th served prediction of the run is pred-<seed>-<j>: step k made j // chunk == k
+    by_step: list[dict[str, str]] = [{}, {}, {}]
+    for p in preds:
+        by_step[int(p.prediction_id.split("-")[2]) // chunk][p.request_id] = p.model_id
+    _assert_shares(Counter(by_step[0].values()), {"model-a": 0.5, "model-b": 0.5})
+    _assert_shares(Counter(by_step[1].values()), {"model-a": 0.9, "model-b": 0.1})
+    _assert_shares(Counter(by_step[2].values()), {"model-a": 0.1, "model-b": 0.9})
+    # deterministic for a seed and a schedule; a later change leaves earlier steps alone
+    assert run(schedule) == steps
+    other = run([None, {"model-a": 0.1, "model-b": 0.9}, None])
+    assert other[0] == steps[0]
+    assert other[1] != steps[1]
+
+
+def test_stream_polls_the_weights_source_before_every_chunk() -> None:
+    chunk = 3_000
+    answers: list[dict[str, float] | None] = [None, {"model-a": 1.0}, None, {"model-b": 5}]
+    polls: list[int] = []
+
+    def source() -> dict[str, float] | None:
+        polls.append(len(polls))
+        return answers[len(polls) - 1]
+
+    config = GeneratorConfig(predictions=4 * chunk)
+    records = list(stream(config, source, chunk_predictions=chunk))
+    assert polls == [0, 1, 2, 3]
+    preds = _predictions(records)
+    assert len(preds) == 4 * chunk
+    # a request's first prediction pred-<seed>-<j> was made by chunk j // chunk
+    by_chunk: list[Counter[str]] = [Counter() for _ in range(4)]
+    seen: set[str] = set()
+    for p in preds:
+        if p.request_id not in seen:
+            seen.add(p.request_id)
+            by_chunk[int(p.prediction_id.split("-")[2]) // chunk][p.model_id] += 1
+    _assert_shares(by_chunk[0], {"model-a": 0.5, "model-b": 0.5})
+    assert set(by_chunk[1]) == set(by_chunk[2]) == {"model-a"}  # None keeps the weights
+    assert set(by_chunk[3]) == {"model-b"}
+    replayed = list(stream(config, iter(answers).__next__, chunk_predictions=chunk))
+    assert replayed == records
+
+
+def test_stream_in_one_chunk_equals_generate() -> None:
+    config = GeneratorConfig(predictions=4_000, malformed_fraction=0.02,
+                             shadow_models=("shadow",))
+    assert list(stream(config, chunk_predictions=4_000)) == list(generate(config))
+    assert list(stream(config, chunk_predictions=10_000)) == list(generate(config))
+
+
+@pytest.mark.parametrize(("chunk", "max_disorder_ms"), [(250, 0), (1_000, 2_000), (7_000, 500)])
+def test_chunks_keep_delivery_order_ids_and_clicks_across_their_boundaries(
+    chunk: int, max_disorder_ms: int,
+) -> None:
+    config = GeneratorConfig(predictions=20_000, max_disorder_ms=max_disorder_ms,
+                             malformed_fraction=0.01)
+    records = list(stream(config, chunk_predictions=chunk))
+    ts = np.asarray([r.ts for r in records if r.ts is not None])
+    lateness = np.maximum.accumulate(ts) - ts
+    assert lateness.max() < max(max_disorder_ms, 1)
+    preds = _predictions(records)
+    clicks = [decode_click(r.value) for r in records if r.topic == "clicks" and r.valid]
+    assert len(preds) == 20_000 == len({p.prediction_id for p in preds})
+    assert len({c.click_id for c in clicks}) == len(clicks) > 1_000
+    by_id = {p.prediction_id: p for p in preds}
+    for c in clicks:
+        if c.prediction_id is not None:
+            assert by_id[c.prediction_id].item_id == c.item_id
+    bad = sum(not r.valid for r in records)
+    assert abs(bad / len(records) - 0.01) < 0.003
+
+
+def test_forever_stream_keeps_going() -> None:
+    records = stream(GeneratorConfig(predictions=10), chunk_predictions=100, forever=True)
+    first = [next(records) for _ in range(5_000)]
+    assert sum(r.topic == "predictions" for r in first) > 10
+
+
+# --- shadow models ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shadow_models", [("shadow",), ("s1", "s2", "s3")])
+def test_shadow_predictions_mirror_every_served_one(shadow_models: tuple[str, ...]) -> None:
+    config = GeneratorConfig(predictions=5_000, shadow_models=shadow_models)
+    records = list(generate(config))
+    preds = _predictions(records)
+    served = [p for p in preds if p.served is None]
+    shadows = [p for p in preds if p.served is not None]
+    assert len(served) == 5_000
+    assert len(shadows) == len(shadow_models) * len(served)
+    assert {p.served for p in shadows} == {False}
+    assert {p.model_id for p in served} == {"model-a", "model-b"}
+    assert len({p.prediction_id for p in preds}) == len(preds)
+    by_served: dict[tuple[str, str], list[Prediction]] = defaultdict(list)
+    for p in shadows:
+        assert p.propensity is None
+        assert 0 <= p.score <= 1
+        by_served[(p.request_id, p.item_id)].append(p)
+    for p in served:
+        mine = by_served.pop((p.request_id, p.item_id))
+        assert [s.model_id for s in mine] == list(shadow_models)
+        for s in mine:
+            assert (s.user_id, s.ts, s.position, s.features) == (
+                p.user_id, p.ts, p.position, p.features)
+    assert not by_served
+    # delivered right after their served prediction, with its key and event time
+    for i, record in enumerate(records):
+        if record.topic == "predictions" and b'"served":false' not in record.value:
+            following = records[i + 1:i + 1 + len(shadow_models)]
+            assert all(b'"served":false' in r.value and r.key == record.key
+                       and r.ts == record.ts for r in following)
+
+
+@pytest.mark.parametrize("malformed_fraction", [0.0, 0.02])
+def test_shadows_never_change_served_predictions_or_clicks(malformed_fraction: float) -> None:
+    plain = list(generate(GeneratorConfig(predictions=8_000,
+                                          malformed_fraction=malformed_fraction)))
+    with_shadows = list(generate(GeneratorConfig(
+        predictions=8_000, malformed_fraction=malformed_fraction,
+        shadow_models=("s1", "s2"), shadow_noise=(0.0, 3.0))))
+    assert [r for r in with_shadows if b'"served":false' not in r.value] == plain
+
+
+def test_shadow_noise_sets_the_quality_of_shadow_scores() -> None:
+    # without position decay and without noise, a shadow's score is the true click
+    # probability of the shown item: the expected number of clicks
+    config = GeneratorConfig(predictions=30_000, position_decay=0.0,
+                             shadow_models=("oracle", "noisy"), shadow_noise=(0.0, 6.0))
+    records = list(generate(config))
+    preds = _predictions(records)
+    n_clicks = sum(r.topic == "clicks" for r in records)
+    oracle = np.asarray([p.score for p in preds if p.model_id == "oracle"])
+    expected, sd = oracle.sum(), math.sqrt(float((oracle * (1 - oracle)).sum()))
+    assert abs(n_clicks - expected) < 4 * sd, (n_clicks, expected, sd)
+    clicked = {(c.request_id, c.item_id) for c in (decode_click(r.value) for r in records
+                                                   if r.topic == "clicks") if c.request_id}
+    auc = {}
+    for model in ("oracle", "model-a", "model-b", "noisy"):
+        mine = [p for p in preds if p.model_id == model]
+        auc[model] = _auc(np.asarray([p.score for p in mine]),
+                          np.asarray([(p.request_id, p.item_id) in clicked for p in mine]))
+    assert auc["oracle"] > auc["model-a"] > auc["model-b"] > auc["noisy"], auc
+    assert auc["noisy"] < 0.62, auc
+
+
+# --- drift -----------------------------------------------------------------------
+
+
+def _median_ts(config: GeneratorConfig) -> int:
+    ts = sorted(p.ts for p in _predictions(list(generate(config))))
+    return ts[len(ts) // 2]
+
+
+@pytest.mark.parametrize(("features", "k"), [
+    (("user_ctr_prior",), 2.0),
+    (("item_popularity",), -1.0),
+    (("user_ctr_prior", "item_popularity"), 0.5),
+])
+def test_drift_shifts_logged_features_by_k_standard_deviations_from_drift_at(
+    features: tuple[str, ...], k: float,
+) -> None:
+    base = GeneratorConfig(predictions=20_000, users=50, items=40)
+    drift_at = _median_ts(base)
+    config = GeneratorConfig(predictions=20_000, users=50, items=40, drift_at_ms=drift_at,
+                             drift_feature_shift=k, drift_features=features)
+    preds = [p for p in _predictions(list(generate(config))) if p.features is not None]
+    entity = {"user_ctr_prior": "user_id", "item_popularity": "item_id"}
+    decimals = {"user_ctr_prior": 4, "item_popularity": 6}
+    sd = Simulation(config).feature_sd
+    for name in LOGGED_FEATURES:
+        before: dict[str, set[float]] = defaultdict(set)
+        after: dict[str, set[float]] = defaultdict(set)
+        for p in preds:
+            assert p.features is not None
+            (after if p.ts >= drift_at else before)[getattr(p, entity[name])].add(
+                p.features[name])
+        # before drift_at one value per entity; every entity seen, so the population sd
+        assert all(len(v) == 1 for v in [*before.values(), *after.values()])
+        population = [next(iter(v)) for v in before.values()]
+        assert len(population) == {"user_id": 50, "item_id": 40}[entity[name]]
+        assert sd[name] == pytest.approx(statistics.pstdev(population),
+                                         abs=10 ** -decimals[name])
+        shift = k * statistics.pstdev(population) if name in features else 0.0
+        tolerance = 1.01 * 10 ** -decimals[name] + abs(k) * 10 ** -decimals[name]
+        common = before.keys() & after.keys()
+        assert len(common) > 0.8 * len(population)
+        for key in common:
+            assert next(iter(after[key])) - next(iter(before[key])) == pytest.approx(
+                shift, abs=tolerance), (name, key)
+        mean_before = statistics.fmean(next(iter(before[key])) for key in common)
+        mean_after = statistics.fmean(next(iter(after[key])) for key in common)
+        assert mean_after - mean_before == pytest.approx(shift, abs=tolerance)
+
+
+def _outcomes(records: list[GeneratedRecord]) -> dict[str, tuple[Prediction, bool]]:
+    """Every valid prediction and whether its impression was clicked (a shadow takes its
+    served prediction's outcome; needs attribution (1, 0, 0))."""
+    clicked = {decode_click(r.value).prediction_id for r in records if r.topic == "clicks"}
+    assert None not in clicked
+    preds = _predictions(records)
+    served = {(p.request_id, p.item_id): p.prediction_id in clicked for p in preds
+              if p.served is None}
+    return {p.prediction_id: (p, served[(p.request_id, p.item_id)]) for p in preds}
+
+
+def _log_loss(scores: np.ndarray, labels: np.ndarray) -> float:
+    s = np.clip(scores, 1e-6, 1 - 1e-6)
+    return float(-np.mean(np.where(labels, np.log(s), np.log(1 - s))))
+
+
+def test_drift_noise_worsens_every_model_after_drift_at_and_nothing_before() -> None:
+    common = {"predictions": 30_000, "attribution": (1.0, 0.0, 0.0),
+              "shadow_models": ("shadow",), "shadow_noise": (0.5,)}
+    drift_at = _median_ts(GeneratorConfig(**common))  # type: ignore[arg-type]
+    control = _outcomes(list(generate(GeneratorConfig(**common))))  # type: ignore[arg-type]
+    drifted = _outcomes(list(generate(GeneratorConfig(
+        **common, drift_at_ms=drift_at, drift_noise=2.0))))  # type: ignore[arg-type]
+    before = {i for i, (p, _) in control.items() if p.ts < drift_at}
+    assert before == {i for i, (p, _) in drifted.items() if p.ts < drift_at}
+    assert all(control[i] == drifted[i] for i in before), "nothing changes before drift_at"
+    for model in ("model-a", "model-b", "shadow"):
+        metrics = {}
+        for name, run in (("control", control), ("drifted", drifted)):
+            after = [(p.score, y) for p, y in run.values() if p.model_id == model
+                     and p.ts >= drift_at]
+            scores, labels = np.asarray([s for s, _ in after]), np.asarray([y for _, y in after])
+            metrics[name] = (_log_loss(scores, labels), _auc(scores, labels))
+        assert metrics["drifted"][0] > metrics["control"][0] + 0.15, (model, metrics)
+        assert metrics["drifted"][1] < metrics["control"][1] - 0.03, (model, metrics)
+
+
+def test_drift_needs_nothing_but_its_config_and_is_deterministic() -> None:
+    config = GeneratorConfig(predictions=5_000, drift_at_ms=START_MS + 30 * MINUTE_MS,
+                             drift_feature_shift=1.5, drift_noise=1.0,
+                             shadow_models=("s",))
+    assert list(generate(config)) == list(generate(config))
+    assert list(generate(config)) != list(generate(GeneratorConfig(predictions=5_000,
+                                                                   shadow_models=("s",))))
+
+
+# --- the better model ------------------------------------------------------------
+
+
+def test_model_a_serves_a_clearly_higher_ctr_and_wins_thompson_routing_quickly(
+    decoded: tuple[list[Prediction], list[Click]],
+) -> None:
+    preds, clicks = decoded
+    clicked = {(c.request_id, c.item_id) for c in clicks if c.request_id}
+    impressions: Counter[str] = Counter()
+    positives: Counter[str] = Counter()
+    for p in preds:
+        impressions[p.model_id] += 1
+        positives[p.model_id] += (p.request_id, p.item_id) in clicked
+    ctr = {m: positives[m] / impressions[m] for m in impressions}
+    assert ctr["model-a"] > 1.2 * ctr["model-b"], ctr
+    # Thompson sampling over the first 3,000 labels (in event time): Beta(1 + clicks,
+    # 1 + non-clicks) posteriors, P(model-a has the higher CTR) by 20,000 seeded draws
+    first = sorted(preds, key=lambda p: p.ts)[:3_000]
+    rng = np.random.default_rng(0)
+    draws = {}
+    for model in ("model-a", "model-b"):
+        mine = [(p.request_id, p.item_id) in clicked for p in first if p.model_id == model]
+        draws[model] = rng.beta(1 + sum(mine), 1 + len(mine) - sum(mine), 20_000)
+    assert float(np.mean(draws["model-a"] > draws["model-b"])) > 0.95
+
+
+# --- validation of the new config ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weights": {"model-c": 1}}, "weights: unknown model 'model-c'"),
+        ({"weights": {"model-a": -1, "model-b": 2}}, "weights: the weight of 'model-a'"),
+        ({"weights": {"model-a": math.nan}}, "weights: the weight of 'model-a'"),
+        ({"weights": {"model-a": True}}, "weights: the weight of 'model-a'"),
+        ({"weights": {"model-a": "1"}}, "weights: the weight of 'model-a'"),
+        ({"weights": {"model-a": 0, "model-b": 0}}, "weights must give the served models"),
+        ({"weights": {}}, "weights must give the served models"),
+        ({"weights": {"s": 1}, "shadow_models": ("s",)}, "weights must give the served models"),
+        ({"weights": [0.5, 0.5]}, "weights must be a mapping"),
+        ({"shadow_models": ("model-a",)}, "shadow_models must not be served models"),
+        ({"shadow_models": ("s", "s")}, "shadow_models must be distinct"),
+        ({"shadow_models": ("s", "")}, "shadow_models: model ids"),
+        ({"shadow_models": ["s"]}, "shadow_models must be a tuple"),
+        ({"shadow_models": ("s",), "shadow_noise": (0.1, 0.2)}, "shadow_noise needs one value"),
+        ({"shadow_models": ("s",), "shadow_noise": (-1.0,)}, "shadow_noise values"),
+        ({"shadow_models": ("s",), "shadow_noise": (math.inf,)}, "shadow_noise values"),
+        ({"drift_at_ms": START_MS - 1}, "drift_at_ms"),
+        ({"drift_at_ms": float(START_MS)}, "drift_at_ms"),
+        ({"drift_feature_shift": 1.0}, "need drift_at_ms"),
+        ({"drift_noise": 1.0}, "need drift_at_ms"),
+        ({"drift_at_ms": START_MS, "drift_noise": -1.0}, "drift_noise"),
+        ({"drift_at_ms": START_MS, "drift_feature_shift": math.inf}, "drift_feature_shift"),
+        ({"drift_features": ("clicks_1h",)}, "drift_features"),
+        ({"drift_features": ("user_ctr_prior", "user_ctr_prior")}, "drift_features"),
+        ({"drift_features": "user_ctr_prior"}, "drift_features"),
+    ],
+)
+def test_new_config_fields_are_validated_by_name(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GeneratorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"model-x": 1.0}, "weights: unknown model 'model-x'"),
+    ({"model-a": -0.5}, "weights: the weight of 'model-a'"),
+    ({"model-a": 0.0}, "weights must give the served models"),
+])
+def test_set_weights_is_validated_and_keeps_the_old_weights(
+    weights: dict[str, float], message: str,
+) -> None:
+    sim = Simulation(GeneratorConfig(weights={"model-a": 3, "model-b": 1}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sim.set_weights(weights)
+    assert sim.weights == {"model-a": 0.75, "model-b": 0.25}
+
+
+def test_stream_and_step_validate_their_sizes() -> None:
+    with pytest.raises(ValueError, match="chunk_predictions"):
+        stream(GeneratorConfig(), chunk_predictions=0)
+    with pytest.raises(ValueError, match="predictions must be an integer >= 0"):
+        Simulation(GeneratorConfig()).step(-1)
+    bad = iter([{"nobody": 1.0}])
+    with pytest.raises(ValueError, match="unknown model 'nobody'"):
+        list(stream(GeneratorConfig(predictions=10), bad.__next__))
+
+
 # --- producer (no broker needed) -------------------------------------------------
 
 
@@ -361,6 +780,37 @@ def test_produce_fails_clearly_without_a_broker() -> None:
 def test_produce_rejects_a_bad_rate() -> None:
     with pytest.raises(ValueError, match="rate"):
         produce([], "127.0.0.1:1", rate=0)
+
+
+def test_produce_stream_stops_before_generating_when_told() -> None:
+    polls: list[int] = []
+
+    def source() -> None:
+        polls.append(1)
+
+    assert produce_stream(GeneratorConfig(), "127.0.0.1:1", weights_source=source,
+                          stop=lambda: True) == 0
+    assert polls == []
+
+
+def test_produce_stream_checks_its_arguments_before_connecting() -> None:
+    with pytest.raises(ValueError, match="chunk_predictions"):
+        produce_stream(GeneratorConfig(), "127.0.0.1:1", chunk_predictions=0)
+    with pytest.raises(ValueError, match="rate"):
+        produce_stream(GeneratorConfig(), "127.0.0.1:1", rate=-1)
+
+
+def test_produce_stream_fails_clearly_without_a_broker() -> None:
+    polls: list[int] = []
+
+    def source() -> dict[str, float]:
+        polls.append(1)
+        return {"model-a": 1.0}
+
+    with pytest.raises(ProduceError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+        produce_stream(GeneratorConfig(predictions=5), "127.0.0.1:1", weights_source=source,
+                       connect_timeout_s=0.5)
+    assert polls == [1]  # the first chunk was generated (and routed) before connecting
 
 
 def test_traffic_past_the_valid_time_range_is_refused() -> None:

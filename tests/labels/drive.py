@@ -41,7 +41,8 @@ def prediction_columns(preds: Sequence[Prediction], seqs: Sequence[int],
         np.array([p.ts for p in preds], dtype=np.int64),
         [orjson.dumps(p.to_dict())[1:-1] for p in preds],
         [None if s is None else orjson.dumps(s) for s in snapshots],
-        np.array(seqs, dtype=np.int64))
+        np.array(seqs, dtype=np.int64),
+        np.array([p.served is not False for p in preds], dtype=np.bool_))
 
 
 class Labels:

@@ -4,6 +4,10 @@ Shuffle bound: the shuffled run feeds events in order of ``ts + jitter`` with
 ``0 <= jitter <= L`` and passes the watermark ``max(ts seen) - L``, so no event is ever
 behind the watermark it is processed with (the machine's order-independence premise).
 The reference run feeds events sorted by ``ts`` with watermark ``max(ts seen)``.
+
+Half the logs also hold shadow predictions (``served: false``): scores of a served
+prediction's request and item logged around its ts (some beyond the twin rule's
+bounds), shadows of no served prediction, and clicks naming shadows by id or request.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ T0 = 1_700_000_000_000
 END = 2**62
 WINDOW, SKEW, OBSERVE, HORIZON = 1_000, 50, 200, 500
 ITEMS = ("i1", "i2", "i3")
+#: offsets of a shadow's ts from its served prediction's: at, around and past the bounds
+SHADOW_OFFSETS = st.one_of(st.just(0), st.integers(-SKEW - 2, SKEW + 2), st.sampled_from(
+    [-SKEW - 1, -SKEW, 1, OBSERVE, WINDOW - 1, WINDOW, WINDOW + HORIZON - 1, WINDOW + HORIZON]))
 PROPS = settings(derandomize=True, max_examples=300, deadline=None)
 
 Event = Prediction | Click
@@ -52,6 +59,8 @@ def logs(draw: st.DrawFn) -> list[Event]:
         seen_request_items.add((rid, item))
         ts = T0 + draw(st.integers(0, 300 if tight else 3_000))
         preds.append(Prediction(f"p{n}", rid, "u", item, "m", 0.5, ts))
+    if draw(st.booleans()):
+        preds += draw(shadows_of(preds))
     near = st.integers(-2 * SKEW, 2 * SKEW)
     spread = st.one_of(near, st.integers(-2 * SKEW, WINDOW + HORIZON + 100),
                        st.sampled_from([-SKEW - 1, -SKEW, 0, OBSERVE, WINDOW - 1, WINDOW]))
@@ -82,6 +91,22 @@ def logs(draw: st.DrawFn) -> list[Event]:
 
 
 @st.composite
+def shadows_of(draw: st.DrawFn, served: list[Prediction]) -> list[Prediction]:
+    """Shadow predictions: of served ones (two shadow models at times), or of nothing."""
+    out: list[Prediction] = []
+    for n in range(draw(st.integers(1, 4))):
+        model = draw(st.sampled_from(["sa", "sb"]))
+        if served and draw(st.integers(0, 3)):
+            p = draw(st.sampled_from(served))
+            rid, item, ts = p.request_id, p.item_id, p.ts + draw(SHADOW_OFFSETS)
+        else:  # a request + item of its own or, by chance, a served one's
+            rid, item = f"r{draw(st.integers(0, 4))}", draw(st.sampled_from(ITEMS))
+            ts = T0 + draw(st.integers(0, 3_000))
+        out.append(Prediction(f"s{n}", rid, "u", item, model, 0.25, ts, served=False))
+    return out
+
+
+@st.composite
 def races(draw: st.DrawFn) -> list[Event]:
     """A click up to the skew before its prediction, racing later clicks on it.
 
@@ -100,11 +125,14 @@ def races(draw: st.DrawFn) -> list[Event]:
         Prediction("pf", "rf", "u", "i2", "m", 0.5, filler_ts),
         Click("u", "i2", filler_ts, click_id="filler"),
     ])))
+    shadow = draw(st.booleans())
+    if shadow:
+        events.append(Prediction("sm", "rm", "u", "i1", "sa", 0.25,
+                                 main.ts + draw(st.integers(-SKEW, SKEW)), served=False))
     for n in range(draw(st.integers(1, 3))):
         ts = main.ts + draw(st.integers(-SKEW, 2 * SKEW))
-        explicit = draw(st.booleans())
-        events.append(Click("u", "i1", ts, click_id=f"late{n}",
-                            prediction_id="pm" if explicit else None))
+        named = draw(st.sampled_from(["pm", "sm", None] if shadow else ["pm", None]))
+        events.append(Click("u", "i1", ts, click_id=f"late{n}", prediction_id=named))
     if draw(st.booleans()):
         events.append(Prediction("p0", "r0", "u", "i1", "m", 0.5,
                                  main.ts - draw(st.integers(1, 3 * SKEW))))
@@ -130,6 +158,11 @@ def edges(draw: st.DrawFn) -> list[Event]:
     if draw(st.booleans()):
         events.append(Prediction("p2", "r2", "u", "i1", "m", 0.5,
                                  main.ts + draw(st.sampled_from(offsets))))
+    if draw(st.booleans()):
+        events.append(Prediction("sm", "rm", "u", "i1", "sa", 0.25,
+                                 main.ts + draw(SHADOW_OFFSETS), served=False))
+        events.append(Click("u", "i1", main.ts + draw(st.sampled_from(offsets)),
+                            click_id="on-shadow", prediction_id="sm"))
     return events
 
 
@@ -266,15 +299,28 @@ def test_state_roundtrips_through_the_changelog_and_batching_is_equivalent(
     assert as_multiset(run(mode, order, lateness, batches=sizes)[0]) == as_multiset(plain)
 
 
+def served_first_clicks(outputs: list[Output]) -> int:
+    """Final positives of served predictions (a shadow's positive is its twin's click)."""
+    return sum(1 for r in labels_of(outputs) if r["final"] and r["label"] == 1
+               and r.get("served", True))
+
+
+def assert_no_click_on_a_shadow(events: list[Event], outputs: list[Output]) -> None:
+    shadows = {e.prediction_id for e in events if isinstance(e, Prediction) and e.served is False}
+    assert not [o for o in outputs if o.kind in ("late_click", "extra_click")
+                and o.record["prediction_id"] in shadows]
+
+
 @PROPS
 @given(mode=st.sampled_from(MODES), events=ANY_LOG)
 def test_no_click_is_lost(mode: str, events: list[Event]) -> None:
     out, _ = run(mode, canonical(events))
     kinds = Counter(o.kind for o in out)
-    first_clicks = sum(1 for r in labels_of(out) if r["final"] and r["label"] == 1)
+    first_clicks = served_first_clicks(out)
     clicks = sum(1 for e in events if isinstance(e, Click))
     assert first_clicks + kinds["late_click"] + kinds["extra_click"] + kinds["unattributed"] \
         == clicks
+    assert_no_click_on_a_shadow(events, out)
 
 
 @PROPS
@@ -301,8 +347,14 @@ def oracle(events: list[Event]) -> dict[str, Any]:
     ``max(click.ts + 1, pred.ts)`` (a held click is attributed when its prediction
     arrives), a released one at ``click.ts + skew + 1``; the earliest taken in-window
     click of a prediction is its first click.
+
+    Shadows (``served`` false) are no candidate of any tier; a click naming one by
+    ``prediction_id`` is released, and goes first to the served prediction of the
+    shadow's request and item. A shadow's twin is the latest served prediction of its
+    request and item with ``twin.ts - skew <= shadow.ts < twin.ts + window + horizon``.
     """
     preds = [e for e in events if isinstance(e, Prediction)]
+    served = [p for p in preds if p.served is not False]
     clicks = [e for e in events if isinstance(e, Click)]
 
     def remembered(p: Prediction, c: Click) -> bool:
@@ -318,20 +370,25 @@ def oracle(events: list[Event]) -> dict[str, Any]:
         return latest([p for p in preds if p.prediction_id == c.prediction_id
                        and explicit_ok(p, c)])
 
-    def by_rid(c: Click) -> Prediction | None:
-        return latest([p for p in preds if p.request_id == c.request_id
-                       and p.item_id == c.item_id and explicit_ok(p, c)])
+    def by_rid(c: Click, request: str | None = None, item: str | None = None,
+               ) -> Prediction | None:
+        request, item = request or c.request_id, item or c.item_id
+        return latest([p for p in served if p.request_id == request
+                       and p.item_id == item and explicit_ok(p, c)])
 
     def by_item(c: Click) -> Prediction | None:
-        return latest([p for p in preds if p.item_id == c.item_id and p.ts <= c.ts
+        return latest([p for p in served if p.item_id == c.item_id and p.ts <= c.ts
                        and remembered(p, c)])
 
     hits: dict[str, list[tuple[int, int]]] = defaultdict(list)  # pid -> [(order, click ts)]
     late: Counter[tuple[str, int]] = Counter()
     unattributed: Counter[tuple[int, str]] = Counter()
     for c in clicks:
+        named_shadow: Prediction | None = None
         if c.prediction_id is not None:
             direct = by_pid(c)
+            if direct is not None and direct.served is False:
+                named_shadow, direct = direct, None
         elif c.request_id is not None:
             direct = by_rid(c)
         else:
@@ -339,10 +396,13 @@ def oracle(events: list[Event]) -> dict[str, Any]:
         if direct is not None:
             target, order = direct, max(c.ts + 1, direct.ts)
         else:  # released after the skew: every tier, in order
-            target = (c.request_id is not None and by_rid(c)) or by_item(c)
+            target = ((named_shadow and by_rid(c, named_shadow.request_id,
+                                               named_shadow.item_id))
+                      or (c.request_id is not None and by_rid(c)) or by_item(c))
             order = c.ts + SKEW + 1
         if not target:
-            reason = ("unknown_prediction_id" if c.prediction_id is not None else
+            reason = ("shadow_prediction_id" if named_shadow else
+                      "unknown_prediction_id" if c.prediction_id is not None else
                       "unknown_request_id" if c.request_id is not None else "no_prediction")
             unattributed[(c.ts, reason)] += 1
         elif c.ts >= target.ts + WINDOW:
@@ -352,8 +412,12 @@ def oracle(events: list[Event]) -> dict[str, Any]:
     first = {p.prediction_id: min(hits[p.prediction_id])[1] if hits[p.prediction_id] else None
              for p in preds}
     extra = sum(max(0, len(v) - 1) for v in hits.values())
+    twin = {h.prediction_id: latest([
+        p for p in served if p.request_id == h.request_id and p.item_id == h.item_id
+        and p.ts - SKEW <= h.ts < p.ts + WINDOW + HORIZON])
+        for h in preds if h.served is False}
     return {"preds": preds, "first": first, "late": late, "unattributed": unattributed,
-            "extra": extra}
+            "extra": extra, "twin": twin}
 
 
 def expected_labels(mode: str, p: Prediction, first_ts: int | None) -> list[tuple]:
@@ -376,6 +440,25 @@ def expected_labels(mode: str, p: Prediction, first_ts: int | None) -> list[tupl
             ("real_negative", 0, 2, True, close, None)]
 
 
+def expected_of(mode: str, p: Prediction, expected: dict[str, Any]) -> list[tuple]:
+    """``p``'s labels: its own, or (a shadow) its twin's, record for record.
+
+    A shadow's arrival record (``early_negative``) is its own; each of its twin's later
+    records is repeated with ``label_ts`` raised to the shadow's ts and the twin's
+    ``delay_ms``; a shadow without a twin is never clicked.
+    """
+    if p.served is not False:
+        return expected_labels(mode, p, expected["first"][p.prediction_id])
+    twin = expected["twin"][p.prediction_id]
+    if twin is None:
+        return expected_labels(mode, p, None)
+    own = expected_labels(mode, p, None)
+    return [own[0] if kind == "early_negative" else
+            (kind, label, version, final, max(at, p.ts), delay)
+            for kind, label, version, final, at, delay in
+            expected_labels(mode, twin, expected["first"][twin.prediction_id])]
+
+
 @PROPS
 @given(mode=st.sampled_from(MODES), events=ANY_LOG, data=st.data())
 def test_machine_matches_the_oracle(mode: str, events: list[Event], data: st.DataObject,
@@ -387,8 +470,17 @@ def test_machine_matches_the_oracle(mode: str, events: list[Event], data: st.Dat
     for r in labels_of(out):
         got[r["prediction_id"]].append((r["kind"], r["label"], r["label_version"], r["final"],
                                         r["label_ts"], r["delay_ms"]))
-    assert got == {p.prediction_id: expected_labels(mode, p, expected["first"][p.prediction_id])
-                   for p in expected["preds"]}
+    assert got == {p.prediction_id: expected_of(mode, p, expected) for p in expected["preds"]}
+    for pred in expected["preds"]:  # shadows are marked, and their final label names the twin
+        records = [o.record for o in out if o.kind in ("label", "training_example")
+                   and o.key == pred.prediction_id]
+        if pred.served is not False:
+            assert not [r for r in records if "served" in r or "served_prediction_id" in r]
+            continue
+        twin = expected["twin"][pred.prediction_id]
+        assert all(r["served"] is False for r in records)
+        assert [r["served_prediction_id"] for r in records if r["final"]] == \
+            [None if twin is None else twin.prediction_id] * 2
     assert Counter((o.record["prediction_id"], o.record["click_ts"])
                    for o in out if o.kind == "late_click") == expected["late"]
     assert Counter((o.record["ts"], o.record["reason"])
@@ -416,10 +508,11 @@ def test_eager_clicks_change_no_label_value_kind_or_version(
         versions[rec["prediction_id"]].append(rec["label_version"])
     assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
     kinds = Counter(o.kind for o in eager)
-    first_clicks = sum(1 for r in labels_of(eager) if r["final"] and r["label"] == 1)
+    first_clicks = served_first_clicks(eager)
     clicks = sum(1 for e in events if isinstance(e, Click))
     assert first_clicks + kinds["late_click"] + kinds["extra_click"] + kinds["unattributed"] \
         == clicks
+    assert_no_click_on_a_shadow(events, eager)
     assert run(mode, order, lateness, roundtrip=True, eager=True)[0] == eager
 
 

@@ -62,25 +62,19 @@ def produce_log(settings: Settings, records: Iterable[GeneratedRecord]) -> list[
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that reproduce ``settings`` in a worker process."""
+    """Environment variables that reproduce ``settings`` in a worker process (all of them)."""
+    from dataclasses import fields
+
+    from freshet.settings import env_name
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
-    env.update({
-        "FRESHET_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
-        "FRESHET_APP_ID": settings.app_id,
-        "FRESHET_TOPIC_PREFIX": settings.topic_prefix,
-        "FRESHET_PARTITIONS": str(settings.partitions),
-        "FRESHET_DATA_DIR": str(settings.data_dir),
-        "FRESHET_WEB_PORT": str(settings.web_port),
-        "FRESHET_STORE": settings.store,
-        "FRESHET_ALLOWED_LATENESS_MS": str(settings.allowed_lateness_ms),
-        "FRESHET_IDLE_ADVANCE_MS": str(settings.idle_advance_ms),
-        "FRESHET_LABEL_WINDOW_MS": str(settings.label_window_ms),
-        "FRESHET_LABEL_SKEW_MS": str(settings.label_skew_ms),
-        "FRESHET_LABEL_MODE": settings.label_mode,
-        "FRESHET_LABEL_OBSERVE_MS": str(settings.label_observe_ms),
-        "FRESHET_LABEL_EAGER_CLICKS": str(settings.label_eager_clicks).lower(),
-        "FRESHET_COMMIT_INTERVAL_MS": str(settings.commit_interval_ms),
-    })
+    for f in fields(settings):
+        if f.name == "topics":
+            continue
+        value = getattr(settings, f.name)
+        env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    for logical, name in settings.topics.items():
+        env[f"FRESHET_TOPIC_{logical.upper()}"] = name
     return env
 
 

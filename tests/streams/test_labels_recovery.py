@@ -19,16 +19,21 @@ from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, f
 pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix: str,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, store: str) -> None:
+    # memory: the restart rebuilds from the whole changelog; rocksdb: from the local
+    # store (marked every second) and the changelog after its mark
     settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path,
-                             FRESHET_COMMIT_INTERVAL_MS="300", **LABEL_ENV)
+                             FRESHET_COMMIT_INTERVAL_MS="300", **LABEL_ENV,
+                             FRESHET_STORE=store, FRESHET_CHECKPOINT_INTERVAL_MS="1000",
+                             FRESHET_BATCH_MAX_EVENTS="300")
     create_topics(settings)
     records = list(generate(GeneratorConfig(seed=31, users=40, items=30, predictions=1_500)))
     half = len(records) // 2
 
     log = produce_then_kill(settings, tmp_path / "worker-1.log", records[:half],
-                            lambda s: s["labels"].get("label", 0) >= 50)
+                            lambda s: s["transactions"] >= 5 and s["labels"].get("label", 0) >= 50)
 
     second = Worker(settings, tmp_path / "worker-2.log")
     second.start()

@@ -1,0 +1,328 @@
+"""Soak run: one worker at a fixed input rate for a long time; does its memory stay flat?
+
+Run by hand (not a test)::
+
+    .venv/bin/python bench/soak.py [--minutes 30] [--rate 1000] [--json var/soak.json]
+
+What one run does:
+
+1. Starts a broker of its own, ``LocalKafka(home=var/soak-kafka-<port>)`` on a free port
+   pair (not the shared development broker: other work on it would disturb the lag),
+   and the topics of a fresh prefix and app id (``soak<hhmmss>-``).
+2. Starts one ``freshet worker`` with the product's default settings (30 min label
+   window, default catalog) except its own data folder, web port and
+   ``--store rocksdb``.
+3. Produces the project generator's log at ``--rate`` records/s for ``--minutes``,
+   generated in chunks of ``--chunk-predictions`` (seeds ``seed``, ``seed+1``, ...;
+   each chunk starts a minute of event time after the previous one's last record), so
+   memory on the producing side stays bounded. The same ``--users`` and ``--items``
+   come back in every chunk: a bounded key space, so flat state is the expectation.
+4. Every ``--sample-every-s`` (10 s): the worker's RSS (``VmRSS`` of its PID), its
+   ``/stats`` (events, lag, state counters), the group's lag in seconds (age of the
+   oldest input record not yet committed), the local store's size on disk and the
+   changelog topics' size on the broker's disk.
+5. At the end: the live state, read from the changelog topics (latest value per key:
+   keys and bytes per state), and RSS growth after the warm-up (the first 1/6 of the
+   run: 5 min of a 30 min run): median RSS of the last minute against the median of
+   the minute after the warm-up; the goal is flat within 5 %.
+
+Bounded (every wait has a timeout), loopback only, processes ended by PID; the broker
+folder is removed at the end unless something failed. ``--json FILE`` writes every
+figure and the whole series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# This file's folder must not shadow the ``features`` package: import from the repo root.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
+
+from bench._common import ROOT, stop_all  # noqa: E402
+from bench._supervise import (  # noqa: E402
+    GroupLag,
+    OwnBroker,
+    PacedProducer,
+    WorkerProc,
+    client_config,
+    code_version,
+    dir_bytes,
+    rss_kib,
+    summarize,
+    worker_settings,
+)
+from freshet.generator import GeneratedRecord, GeneratorConfig, generate  # noqa: E402
+from freshet.settings import Settings  # noqa: E402
+from freshet.topics import create_topics  # noqa: E402
+from streams.kafka import changelog_topics  # noqa: E402
+
+log = logging.getLogger("bench")
+
+PARTITIONS = 4
+GOAL_PCT = 5.0
+
+
+def chunked_log(args: argparse.Namespace) -> Iterator[GeneratedRecord]:
+    """The generator's records, chunk after chunk, as long as the producer asks.
+
+    A chunk starts a minute of event time after the previous chunk's last record (its
+    late clicks included), so no record is ever behind the watermark. Bounded: at most
+    ``rate x minutes`` records are ever asked for.
+    """
+    start_ts = GeneratorConfig().start_ts_ms
+    for k in range(100_000):
+        config = GeneratorConfig(seed=args.seed + k, users=args.users, items=args.items,
+                                 predictions=args.chunk_predictions, start_ts_ms=start_ts,
+                                 malformed_fraction=args.malformed_fraction)
+        records = list(generate(config))
+        start_ts = max(r.ts for r in records if r.ts is not None) + 60_000
+        yield from records
+
+
+class Sampler:
+    """One sample every ``every_s``: RSS, /stats, group lag, bytes on disk."""
+
+    def __init__(self, worker: WorkerProc, lag: GroupLag, producer: PacedProducer,
+                 broker: OwnBroker, settings: Settings) -> None:
+        self.worker = worker
+        self.lag = lag
+        self.producer = producer
+        self.broker = broker
+        self.settings = settings
+        self.samples: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+
+    def sample(self) -> dict[str, Any]:
+        stats = self.worker.stats() or {}
+        lag = self.lag.sample(self.producer.log, PARTITIONS, time.time()) or {}
+        app = self.settings.app_id
+        s = {
+            "t_s": round(time.monotonic() - self.t0, 1),
+            "rss_mib": _mib(rss_kib(self.worker.pid)),
+            "produced": self.producer.log.delivered_n,
+            # None when /stats did not answer within 2 s this time
+            "events": sum(stats["events"].values()) if "events" in stats else None,
+            "worker_lag_records": stats.get("lag_total"),
+            "group_lag_s": _round(lag.get("lag_s")),
+            "group_lag_records": lag.get("lag_records"),
+            "transactions": stats.get("transactions"),
+            "aborted_transactions": stats.get("aborted_transactions"),
+            "dead_letters": stats.get("dead_letters"),
+            "labels": sum((stats.get("labels") or {}).values()),
+            # the state counters /stats has (whatever this version of the worker names so)
+            "state_stats": {k: v for k, v in stats.items()
+                            if "state" in k or "store" in k or "restored" in k},
+            "local_store_bytes": dir_bytes(self.settings.data_dir / "state"),
+            "changelog_disk_bytes": dir_bytes(
+                self.broker.kafka.data, lambda n: n.startswith(app) and "changelog" in n),
+        }
+        self.samples.append(s)
+        log.info("t=%5.0fs rss %6.1f MiB  events %9s  lag %s s / %s records  store %.1f MiB",
+                 s["t_s"], s["rss_mib"] or -1, s["events"], s["group_lag_s"],
+                 s["group_lag_records"], s["local_store_bytes"] / 2**20)
+        return s
+
+
+def _mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def live_state(s: Settings, timeout_s: float = 300) -> dict[str, Any]:
+    """Keys and bytes of the latest value per key of each changelog (the live state)."""
+    out: dict[str, Any] = {}
+    for state, topic in sorted(changelog_topics(s, s.load_catalog()).items()):
+        sizes: dict[tuple[int, bytes], int] = {}
+        records = _read_changelog(s.bootstrap_servers, topic, sizes, timeout_s)
+        values = list(sizes.values())
+        out[state] = {"topic": topic, "records_read": records, "keys": len(values),
+                      "bytes": sum(values),
+                      "mean_bytes_per_key": round(sum(values) / len(values), 1) if values else 0}
+    return out
+
+
+def _read_changelog(bootstrap: str, topic: str, sizes: dict[tuple[int, bytes], int],
+                    timeout_s: float) -> int:
+    consumer = Consumer(client_config(bootstrap, **{
+        "group.id": f"soak-state-{topic}", "enable.auto.commit": False,
+        "enable.partition.eof": True, "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 100}))
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    done: set[int] = set()
+    n = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=5000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(msg.partition())
+                    continue
+                n += 1
+                key = (msg.partition(), msg.key() or b"")
+                value = msg.value()
+                if value is None:
+                    sizes.pop(key, None)  # a tombstone: the key is gone
+                else:
+                    sizes[key] = len(key[1]) + len(value)
+    finally:
+        consumer.close()
+    return n
+
+
+def rss_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """RSS after the warm-up: the minute after it vs the last minute, and the slope."""
+    pts = [(x["t_s"], x["rss_mib"]) for x in samples if x["rss_mib"] is not None]
+    after = [(t, r) for t, r in pts if t >= warmup_s]
+    if len(after) < 4:
+        return {"error": f"only {len(after)} samples after the warm-up"}
+    first = [r for t, r in after if t < after[0][0] + 60] or [after[0][1]]
+    end_t = after[-1][0]
+    last = [r for t, r in after if t > end_t - 60] or [after[-1][1]]
+    base, end = statistics.median(first), statistics.median(last)
+    ts, rs = [t for t, _ in after], [r for _, r in after]
+    slope = statistics.linear_regression(ts, rs).slope * 3600 if len(set(ts)) > 1 else 0.0
+    growth = (end - base) / base * 100
+    return {"warmup_s": warmup_s, "rss_start_mib": pts[0][1], "rss_after_warmup_mib": base,
+            "rss_end_mib": end, "rss_max_mib": max(r for _, r in pts),
+            "growth_pct": round(growth, 2), "slope_mib_per_hour": round(slope, 1),
+            "flat_within_5pct": abs(growth) <= GOAL_PCT}
+
+
+def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, Any]:
+    prefix = f"soak{time.strftime('%H%M%S')}-"
+    s = worker_settings(broker.bootstrap, prefix, work / "data", store=args.store,
+                        partitions=PARTITIONS)
+    create_topics(s)
+    worker = WorkerProc("worker", s, work / "worker.log")
+    worker.start()
+    worker.wait_serving()
+    producer = PacedProducer(broker.bootstrap, chunked_log(args),
+                             {t: s.topic(t) for t in ("clicks", "predictions")},
+                             args.rate, args.minutes * 60, keep_log=False)
+    lag = GroupLag(broker.bootstrap, s.app_id, [s.topic("clicks"), s.topic("predictions")])
+    sampler = Sampler(worker, lag, producer, broker, s)
+    producer.start()
+    sampler.t0 = time.monotonic()
+    crashed = None
+    try:
+        crashed = sample_until_done(sampler, producer, worker, args)
+        final_stats = worker.stats()
+        state = live_state(s)
+    finally:
+        lag.close()
+        worker.stop()
+    samples = sampler.samples
+    lags = [x["group_lag_s"] for x in samples if x["group_lag_s"] is not None]
+    return {
+        "events_in": {"delivered": producer.log.delivered_n,
+                      "produce_errors": len(producer.log.errors),
+                      "seconds": round(producer.ended_at - producer.started_at, 1),
+                      "processed": (final_stats or {}).get("events")},
+        "worker_crashed": crashed,
+        "rss": rss_growth(samples, args.minutes * 60 / 6),
+        "lag_s": {**summarize(lags), "final": lags[-1] if lags else None},
+        "state": {"live": state, "local_store_bytes_end": samples[-1]["local_store_bytes"],
+                  "changelog_disk_bytes_end": samples[-1]["changelog_disk_bytes"],
+                  "stats_end": {k: v for k, v in (final_stats or {}).items()
+                                if "state" in k or "store" in k or "restored" in k}},
+        "worker_stats_end": final_stats,
+        "series": samples,
+    }
+
+
+def sample_until_done(sampler: Sampler, producer: PacedProducer, worker: WorkerProc,
+                      args: argparse.Namespace) -> str | None:
+    """Sample every ``--sample-every-s`` until production ends (bounded); why it stopped
+    early if the worker died (None otherwise)."""
+    deadline = time.monotonic() + args.minutes * 60 + 180
+    next_at = time.monotonic()
+    while producer.is_alive() and time.monotonic() < deadline:
+        if not worker.alive():
+            log.error("the worker exited with %s:\n%s", worker.returncode(), worker.tail(40))
+            producer.halt()
+            return f"exit code {worker.returncode()}"
+        if time.monotonic() >= next_at:
+            sampler.sample()
+            next_at += args.sample_every_s
+        time.sleep(0.2)
+    producer.join(timeout=150)
+    time.sleep(5)  # the last batches: one more sample once production has ended
+    sampler.sample()
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=1000.0, help="input records per second")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=2_000)
+    ap.add_argument("--chunk-predictions", type=int, default=50_000)
+    ap.add_argument("--malformed-fraction", type=float, default=0.001)
+    ap.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb")
+    ap.add_argument("--sample-every-s", type=float, default=10.0)
+    ap.add_argument("--keep", action="store_true", help="keep the broker folder and logs")
+    ap.add_argument("--json", type=Path, help="write every figure to this file")
+    args = ap.parse_args(argv)
+    if args.minutes <= 0 or args.rate <= 0 or args.sample_every_s <= 0:
+        ap.error("--minutes, --rate and --sample-every-s must be > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    work = ROOT / "var" / f"soak-run-{time.strftime('%H%M%S')}"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load0 = os.getloadavg()[0]
+    broker = OwnBroker("soak")
+    ok = False
+    doc: dict[str, Any] = {}
+    try:
+        broker.start()
+        doc = run(args, work, broker)
+        ok = doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
+    finally:
+        stop_all()
+        broker.stop(remove=ok and not args.keep)
+        if ok and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    doc = {"run": {"started": started, "code": code_version(), "cores": os.cpu_count(),
+                   "broker": "own (LocalKafka, var/soak-kafka-<port>)",
+                   "load_1min_start": load0, "load_1min_end": os.getloadavg()[0],
+                   "work_dir": None if ok and not args.keep else str(work),
+                   "args": {k: str(v) for k, v in vars(args).items()}}, "ok": ok, **doc}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1, default=str))
+    rss = doc.get("rss", {})
+    print(json.dumps({"ok": ok, "rss": rss, "lag_s": doc.get("lag_s"),
+                      "state": {k: v for k, v in doc.get("state", {}).items()
+                                if k != "stats_end"}}, indent=1))  # the summary
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
