@@ -20,7 +20,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bench._common import ROOT, Proc, free_port, http_json, producer
 from freshet.generator import GeneratedRecord
-from freshet.settings import Settings, env_name
+from freshet.settings import Settings
 
 log = logging.getLogger("bench")
 #: librdkafka's own lines (connection refused while the broker restarts, ...): to a
@@ -124,15 +124,7 @@ def worker_settings(bootstrap: str, prefix: str, data_dir: Path, **extra: Any) -
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a ``freshet worker`` process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
-    for f in fields(settings):
-        if f.name == "topics":
-            continue
-        value = getattr(settings, f.name)
-        env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
-    for logical, name in settings.topics.items():
-        env[f"FRESHET_TOPIC_{logical.upper()}"] = name
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return {**env, **settings.to_env(), "PYTHONPATH": str(ROOT)}
 
 
 class WorkerProc:

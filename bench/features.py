@@ -142,17 +142,8 @@ def freshet_settings(bootstrap: str, prefix: str, work: Path, same_job: bool = F
 
 
 def freshet_env(s: Settings) -> dict[str, str]:
-    from dataclasses import fields
-
-    from freshet.settings import env_name
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
-    for f in fields(s):
-        if f.name != "topics":
-            value = getattr(s, f.name)
-            env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
-    env["PYTHONPATH"] = str(ROOT)  # bench.catalogs
-    return env
+    return {**env, **s.to_env(), "PYTHONPATH": str(ROOT)}  # bench.catalogs
 
 
 def start_worker(s: Settings, work: Path, timeout_s: float = 90) -> Proc:

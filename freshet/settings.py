@@ -303,6 +303,23 @@ class Settings:
             conf["ssl.ca.location"] = self.ssl_cafile
         return conf
 
+    def to_env(self) -> dict[str, str]:
+        """The ``FRESHET_*`` variables that reproduce these settings (all of them).
+
+        >>> s = Settings(app_id="a1", partitions=2)
+        >>> Settings.from_env(s.to_env()) == s
+        True
+        """
+        env = {}
+        for f in fields(self):
+            if f.name == "topics":
+                continue
+            value = getattr(self, f.name)
+            env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
+        for logical, name in self.topics.items():
+            env[f"FRESHET_TOPIC_{logical.upper()}"] = name
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``FRESHET_*`` variables (unset ones keep their defaults)."""

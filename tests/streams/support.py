@@ -63,19 +63,8 @@ def produce_log(settings: Settings, records: Iterable[GeneratedRecord]) -> list[
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment variables that reproduce ``settings`` in a worker process (all of them)."""
-    from dataclasses import fields
-
-    from freshet.settings import env_name
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
-    for f in fields(settings):
-        if f.name == "topics":
-            continue
-        value = getattr(settings, f.name)
-        env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else str(value)
-    for logical, name in settings.topics.items():
-        env[f"FRESHET_TOPIC_{logical.upper()}"] = name
-    return env
+    return {**env, **settings.to_env()}
 
 
 def stats(settings: Settings) -> dict[str, Any] | None:
