@@ -29,8 +29,8 @@ What one run does:
    delivered input record the group has not committed, or of the oldest committed
    record of the internal topics it consumes (items repartition, item snapshots:
    a worker owning only the item side stalls no input when it dies), whichever is
-   larger. Recovery of a fault = from the fault until the lag is back under 1 s
-   (after being over it).
+   larger. Recovery of a fault = from the fault until the lag is back under 1 s after
+   its peak (the largest lag before the next fault).
 6. Lets the workers drain (every input committed, every final label and training
    example out, or timeouts), stops them, then reads every output topic with a
    ``read_committed`` consumer and compares it with the oracle recomputed from the
@@ -115,6 +115,7 @@ class Fault:
     worker: str | None = None
     pid: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    ended: float = 0.0  # monotonic: the victim restarted / the broker answers again
 
 
 class LagMonitor(threading.Thread):
@@ -180,11 +181,13 @@ class Supervisor:
     def kill_one(self, restart_delay_s: float) -> None:
         victim = self.rng.choice(self.workers)
         owned = (victim.stats() or {}).get("owned")  # the user or the item side, or both
-        fault = Fault("kill", time.monotonic(), victim.name, victim.pid, {"owned": owned})
+        fault = Fault("kill", time.monotonic(), worker=victim.name, pid=victim.pid,
+                      detail={"owned": owned})
         victim.kill()
         log.info("SIGKILLed %s (pid %s)", victim.name, fault.pid)
         time.sleep(restart_delay_s)
         victim.start()
+        fault.ended = time.monotonic()
         fault.detail["restarted_pid"] = victim.pid
         self.faults.append(fault)
 
@@ -192,6 +195,7 @@ class Supervisor:
         fault = Fault("broker-restart", time.monotonic())
         log.info("stopping the broker (pid %s)", self.broker.kafka.pid())
         stop_s, start_s = self.broker.restart()
+        fault.ended = time.monotonic()
         fault.detail.update(stop_s=round(stop_s, 2), start_s=round(start_s, 2))
         log.info("broker back after %.1f s (stop %.1f s, start %.1f s)", stop_s + start_s,
                  stop_s, start_s)
@@ -284,23 +288,23 @@ def run_faults(sup: Supervisor, producer: PacedProducer, monitor: LagMonitor,
 
 
 # -- recovery ---------------------------------------------------------------------------
-def recovery_s(samples: list[tuple[float, float, int, float, float]],
-               at: float) -> float | None:
-    """Seconds from ``at`` until the lag is back under 1 s after being over it.
+def recovery_s(samples: list[tuple[float, float, int, float, float]], at: float,
+               until: float) -> float | None:
+    """Seconds from ``at`` (the fault) until the lag is back under 1 s after its peak.
 
-    "Over" is the first answered sample after the fault if that one is over 1 s (the
-    lag was already high, or the broker did not answer meanwhile), else the first one
-    over 1 s within 15 s of the fault; 0.0 when there is none (the fault never put the
-    group 1 s behind). None when the lag never came back under 1 s.
+    The peak is the largest lag between the fault and ``until`` (the next fault, or a
+    minute after the last one). Measured from the peak, not from the first sample
+    over 1 s: the lag can still be high from an earlier fault when this one strikes
+    and dip under 1 s before this fault's own stall shows. 0.0 when the lag stayed
+    under 1 s; None when it never came back under 1 s.
     """
-    after = [s for s in samples if s[0] >= at]
-    if not after:
+    window = [s for s in samples if at <= s[0] <= until]
+    if not window:
         return None
-    over = 0 if after[0][1] >= LAG_OK_S else next(
-        (i for i, s in enumerate(after) if s[1] >= LAG_OK_S and s[0] - at <= 15), None)
-    if over is None:
+    peak = max(window, key=lambda s: s[1])
+    if peak[1] < LAG_OK_S:
         return 0.0
-    back = next((s for s in after[over:] if s[1] < LAG_OK_S), None)
+    back = next((s for s in samples if s[0] > peak[0] and s[1] < LAG_OK_S), None)
     return None if back is None else back[0] - at
 
 
@@ -308,8 +312,8 @@ def fault_report(faults: list[Fault], samples: list[tuple[float, float, int, flo
                  t0: float) -> list[dict[str, Any]]:
     out = []
     for i, f in enumerate(faults):
-        rec = recovery_s(samples, f.at)
-        nxt = faults[i + 1].at if i + 1 < len(faults) else float("inf")
+        nxt = faults[i + 1].at if i + 1 < len(faults) else f.ended + 60
+        rec = recovery_s(samples, f.at, nxt)
         out.append({"kind": f.kind, "at_s": round(f.at - t0, 2), "worker": f.worker,
                     "pid": f.pid, **f.detail,
                     "recovery_s": None if rec is None else round(rec, 3),
@@ -749,9 +753,9 @@ def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, An
         "broker_restart": broker_verdict(faults, sup.exits, t0, len(producer.log.errors)),
         "unexpected_worker_exits": [{**e, "at_s": round(e["at"] - t0, 2)} for e in sup.exits],
         "stalls": sup.stalls,
-        # one sample a second: (s since start, lag s, input records, input s, internal s)
+        # every sample: (s since start, lag s, input records, input s, internal s)
         "lag_series": [(round(x[0] - t0, 2), round(x[1], 3), x[2], round(x[3], 3),
-                        round(x[4], 3)) for x in samples[::4]],
+                        round(x[4], 3)) for x in samples],
         **results,
     }
 
