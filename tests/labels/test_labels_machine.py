@@ -40,9 +40,10 @@ def W(off: int) -> tuple:
     return ("w", None, off)
 
 
-def run_steps(config: LabelConfig, steps: list[tuple]) -> list[list[Output]]:
+def run_steps(config: LabelConfig, steps: list[tuple], roundtrip: bool = False,
+              ) -> list[list[Output]]:
     """Feed the steps (watermark offsets given, default = the event's own ts); END last."""
-    m = Labels(config)
+    m = Labels(config, roundtrip=roundtrip)
     per_step: list[list[Output]] = []
     for kind, obj, wm in steps:
         if kind == "w":

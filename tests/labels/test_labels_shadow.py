@@ -19,6 +19,7 @@ from labels.config import LabelConfig
 from labels.engine import LabelEngine
 from tests.labels.drive import Labels, prediction_columns
 from tests.labels.drive import Out as Output
+from tests.labels.test_labels_machine import C, W, run_steps
 
 T0 = 1_700_000_000_000
 END = 2**62
@@ -41,34 +42,6 @@ def P(pid: str, item: str, off: int, rid: str | None = None, wm: int | None = No
 def S(pid: str, item: str, off: int, rid: str, wm: int | None = None) -> tuple:
     """A shadow model's score of request ``rid`` and ``item``."""
     return P(pid, item, off, rid, wm, served=False, model="shadow")
-
-
-def C(item: str, off: int, *, pid: str | None = None, rid: str | None = None,
-      cid: str | None = None, wm: int | None = None) -> tuple:
-    return ("c", Click("u", item, T0 + off, click_id=cid, request_id=rid, prediction_id=pid), wm)
-
-
-def W(off: int) -> tuple:
-    return ("w", None, off)
-
-
-def run_steps(config: LabelConfig, steps: list[tuple], roundtrip: bool = False,
-              ) -> list[list[Output]]:
-    """Feed the steps (watermark default: the event's own ts); END last."""
-    m = Labels(config, roundtrip=roundtrip)
-    per_step: list[list[Output]] = []
-    for kind, obj, wm in steps:
-        if kind == "w":
-            per_step.append(m.on_watermark(T0 + wm))
-            continue
-        watermark = obj.ts if wm is None else T0 + wm
-        if kind == "p":
-            per_step.append(m.on_prediction(obj, watermark, snapshot={"f": 1}))
-        else:
-            per_step.append(m.on_click(obj, watermark))
-    per_step.append(m.on_watermark(END))
-    assert m.is_empty()
-    return per_step
 
 
 def compact(o: Output) -> tuple:
