@@ -361,8 +361,10 @@ class Worker:
                 continue  # revoked while in flight: its new owner reads it again
             if kind == "items_repartition":
                 pending.items[p].append((offset, msg.value()))
+                pending.item_keys[p].append(msg.key())
             elif kind == "item_snapshots":
                 pending.snapshots[p].append((offset, msg.value()))
+                pending.snapshot_keys[p].append(msg.key())
             else:
                 pending.users[p].append((1 if kind == "predictions" else 0, offset, msg.key(),
                                          msg.value()))
@@ -397,9 +399,9 @@ class Worker:
                 result.extend(self.users[p].process(batch, now_ms))
             for p, recs in sorted(pending.snapshots.items()):
                 result.extend(self.users[p].process_snapshots(
-                    recs, topic=self.names["item_snapshots"]))
+                    recs, topic=self.names["item_snapshots"], keys=pending.snapshot_keys[p]))
             for q, recs in sorted(pending.items.items()):
-                result.extend(self.items[q].process(recs))
+                result.extend(self.items[q].process(recs, pending.item_keys[q]))
             if idle:
                 for p, part in sorted(self.users.items()):
                     result.extend(part.advance_idle(now_ms, self.settings.idle_advance_ms,
