@@ -108,9 +108,10 @@ class Transactions:
             log.info("purging the old producer: %s", exc)
         self.producer = self._new_producer()
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+    @staticmethod
+    def _produce(producer: Any, topic: str, key: bytes | None, value: bytes | None,
                  partition: int | None) -> None:
-        produce = self.producer.produce
+        produce = producer.produce
         while True:
             try:
                 if partition is None:
@@ -119,7 +120,7 @@ class Transactions:
                     produce(topic, value, key, partition)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
-                self.producer.poll(0.005)
+                producer.poll(0.005)
 
     def commit(self, outputs: Iterable[Out], deltas: Iterable[Delta],
                offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> int:
@@ -136,10 +137,11 @@ class Transactions:
         try:
             producer.begin_transaction()
             for out in outputs:
-                self._produce(topics[out.topic], out.key, out.value, out.partition)
+                self._produce(producer, topics[out.topic], out.key, out.value, out.partition)
                 sent += 1
             for delta in deltas:
-                self._produce(changelogs[delta.state], delta.key, delta.value, delta.partition)
+                self._produce(producer, changelogs[delta.state], delta.key, delta.value,
+                              delta.partition)
                 sent += 1
             if offsets:
                 producer.send_offsets_to_transaction(
@@ -149,11 +151,13 @@ class Transactions:
                 producer.flush(self.timeout_s)  # the records are on the broker, uncommitted
                 self.awaiting_commit = True
                 time.sleep(self.commit_delay_s)
-            self._commit()
+            self._commit(producer)
             self.awaiting_commit = False
         except KafkaException as exc:
             self.awaiting_commit = False
             err = exc.args[0]
+            if producer is not self.producer:  # replaced while this call was stuck
+                raise TransactionAborted(f"a replaced producer's transaction: {err}") from exc
             if err.fatal():
                 self._replace(err)
                 raise TransactionAborted(str(err)) from exc
@@ -173,11 +177,11 @@ class Transactions:
             log.warning("a transaction of %d records took %.1f s to commit", sent, took)
         return sent
 
-    def _commit(self) -> None:
+    def _commit(self, producer: Any) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                self.producer.commit_transaction(self.timeout_s)
+                producer.commit_transaction(self.timeout_s)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -185,6 +189,25 @@ class Transactions:
                     log.info("retrying the commit: %s", err)
                     continue
                 raise
+
+    def replace_stuck(self) -> None:
+        """Replace a producer whose call never returned (its thread is left behind).
+
+        librdkafka's ``send_offsets_to_transaction`` can block past its timeout when
+        the group coordinator went away (seen here after a broker restart; librdkafka
+        issues #5456, #5511). The new producer's ``init_transactions`` fences the old
+        one and aborts its transaction, so a call of the old one that returns later
+        can commit nothing.
+        """
+        log.error("a transaction has not finished in %.0f s (librdkafka blocks past its "
+                  "timeout after a coordinator loss): replacing the producer; the batch "
+                  "is aborted and read again", self.stuck_s)
+        self.producer = self._new_producer()
+
+    @property
+    def stuck_s(self) -> float:
+        """How long a transaction may take before it counts as stuck."""
+        return self.timeout_s * 2 + 5.0
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver anything queued (nothing is, between transactions)."""

@@ -28,7 +28,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,6 @@ class Worker:
         self._follow_add: set[int] = set()
         self._follow_drop: set[int] = set()
         self._inflight: tuple[Future[float], Batch] | None = None
-        self._committer: ThreadPoolExecutor | None = None
         self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,7 +135,6 @@ class Worker:
         self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
                                 commit_delay_s=s.debug_commit_delay_ms / 1000.0,
                                 wait_s=s.broker_wait_ms / 1000.0)
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="freshet-commit")
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
@@ -161,13 +160,12 @@ class Worker:
                 if now - self._last_mark >= mark_every:
                     self._mark()
                 if batch is not None:
-                    self._inflight = (self._committer.submit(self._commit, batch), batch)
+                    self._inflight = (self._submit(batch), batch)
             clean = self._settle()
         finally:
             self.running = False
             if clean:
                 self._mark()  # a clean stop: the next start reads no changelog
-            self._committer.shutdown(wait=True)
             self.group.close()
             self.follower.close()
             self.txn.close()
@@ -181,6 +179,20 @@ class Worker:
                         batch.group_metadata)
         return time.time()
 
+    def _submit(self, batch: Batch) -> Future[float]:
+        """Commit ``batch`` in a thread of its own (a daemon: one stuck in librdkafka,
+        see :meth:`Transactions.replace_stuck`, must not keep the process alive)."""
+        future: Future[float] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._commit(batch))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="freshet-commit", daemon=True).start()
+        return future
+
     def _settle(self, defer_reset: bool = False) -> bool:
         """Wait for the transaction in flight; False if it was aborted (state reset)."""
         inflight, self._inflight = self._inflight, None
@@ -188,7 +200,11 @@ class Worker:
             return True
         future, batch = inflight
         try:
-            committed = future.result()
+            try:
+                committed = future.result(timeout=self.txn.stuck_s)
+            except FutureTimeout:
+                self.txn.replace_stuck()
+                raise TransactionAborted("stuck") from None
         except TransactionAborted:
             if defer_reset:  # inside a rebalance callback: reset when it has returned
                 self._needs_reset = True

@@ -9,6 +9,8 @@ a ``read_uncommitted`` one does (the records were on the broker).
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any, ClassVar
 
@@ -156,3 +158,62 @@ def test_a_fenced_producer_stops_with_a_clear_error(kafka_bootstrap: str,
     old.close()  # a failed producer closes without raising
     assert _read(kafka_bootstrap, names["out"], "read_committed") == [
         b"new-0", b"new-1", b"new-2"]
+
+
+class BlocksInSendOffsets:
+    """A real producer whose first ``send_offsets_to_transaction`` waits for ``release``
+    (as librdkafka's can, past its timeout, after a coordinator loss)."""
+
+    release: ClassVar[threading.Event] = threading.Event()
+    made: ClassVar[list[BlocksInSendOffsets]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.real = Producer(config)
+        self.first = not BlocksInSendOffsets.made
+        BlocksInSendOffsets.made.append(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        if self.first:
+            self.real.flush(30)  # the batch is on the broker, in the open transaction
+            assert BlocksInSendOffsets.release.wait(60)
+        self.real.send_offsets_to_transaction(*args)
+
+
+def test_a_stuck_transaction_is_left_behind_and_commits_nothing(
+        kafka_bootstrap: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = _topics(kafka_bootstrap, unique_prefix)
+    monkeypatch.setattr(BlocksInSendOffsets, "made", [])
+    monkeypatch.setattr(BlocksInSendOffsets, "release", threading.Event())
+    txn = Transactions(_config(kafka_bootstrap, f"{unique_prefix}txn"),
+                       {"out": names["out"]}, {"user": names["changelog:user"]},
+                       factory=BlocksInSendOffsets)
+    group = _group(kafka_bootstrap, f"{unique_prefix}group")
+    meta = group.consumer_group_metadata()
+    outcome: list[BaseException | int] = []
+
+    def stuck() -> None:
+        try:
+            outcome.append(txn.commit(*_batch("stuck"), {(names["input"], 0): 10}, meta))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=stuck, daemon=True)
+    thread.start()
+    time.sleep(2.0)
+    assert not outcome, "the first commit should be blocked"
+    txn.replace_stuck()  # what the worker does once stuck_s has passed
+    assert txn.commit(*_batch("after"), {(names["input"], 0): 20}, meta) == 4
+    BlocksInSendOffsets.release.set()  # the old call returns: its producer is fenced
+    thread.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], TransactionAborted), outcome
+    assert txn.producer is BlocksInSendOffsets.made[1].real or \
+        txn.producer is BlocksInSendOffsets.made[1], "the stale call replaced nothing"
+    txn.close()
+    assert _read(kafka_bootstrap, names["out"], "read_committed") == [
+        b"after-0", b"after-1", b"after-2"]
+    (tp,) = group.committed([TopicPartition(names["input"], 0)], timeout=30)
+    assert tp.offset == 20
+    group.close()
