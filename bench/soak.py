@@ -11,7 +11,8 @@ What one run does:
    and the topics of a fresh prefix and app id (``soak<hhmmss>-``).
 2. Starts one ``freshet worker`` with the product's default settings (30 min label
    window, default catalog) except its own data folder, web port and
-   ``--store rocksdb``.
+   ``--store rocksdb``; ``--evaluation off`` leaves the evaluation stage out (the
+   engine's memory alone: the evaluator keeps a day of label ids to drop repeats).
 3. Produces the project generator's log at ``--rate`` records/s for ``--minutes``,
    generated in chunks of ``--chunk-predictions`` (seeds ``seed``, ``seed+1``, ...;
    each chunk starts a minute of event time after the previous one's last record), so
@@ -211,7 +212,7 @@ def rss_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]
 def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, Any]:
     prefix = f"soak{time.strftime('%H%M%S')}-"
     s = worker_settings(broker.bootstrap, prefix, work / "data", store=args.store,
-                        partitions=PARTITIONS)
+                        partitions=PARTITIONS, evaluation_enabled=args.evaluation == "on")
     create_topics(s)
     worker = WorkerProc("worker", s, work / "worker.log")
     worker.start()
@@ -281,6 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chunk-predictions", type=int, default=50_000)
     ap.add_argument("--malformed-fraction", type=float, default=0.001)
     ap.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb")
+    ap.add_argument("--evaluation", choices=("on", "off"), default="on",
+                    help="the evaluation stage in the worker (off: the engine alone)")
     ap.add_argument("--sample-every-s", type=float, default=10.0)
     ap.add_argument("--keep", action="store_true", help="keep the broker folder and logs")
     ap.add_argument("--json", type=Path, help="write every figure to this file")

@@ -74,19 +74,22 @@ class ItemPartition:
             return None
         return min(self.origins.values())
 
-    def process(self, records: Sequence[tuple[int, bytes | None]]) -> Result:
-        """Apply forwarded frames ((offset, value) of the repartition topic), in order."""
+    def process(self, records: Sequence[tuple[int, bytes | None]],
+                keys: Sequence[bytes | None] | None = None) -> Result:
+        """Apply forwarded frames ((offset, value) of the repartition topic), in order;
+        ``keys`` (the records' keys) only go into dead letters."""
         result = Result()
         good: list[frames.Frame] = []
         wms: list[int] = []
-        for offset, raw in records:
+        for i, (offset, raw) in enumerate(records):
             try:
                 frame = frames.decode(raw, FORWARD_COLUMNS)
                 origin = _check_forward(frame, self.partitions)
             except frames.FrameError as exc:
                 self.counters.dead_letters += 1
                 result.outputs.append(dead_letter(self.topic, "items_repartition",
-                                                  self.partition, offset, None, raw,
+                                                  self.partition, offset,
+                                                  None if keys is None else keys[i], raw,
                                                   f"not a forward frame: {exc}"))
                 continue
             wm = self.watermark_ms()

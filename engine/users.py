@@ -320,11 +320,13 @@ class UserPartition:
     # -- item snapshots -------------------------------------------------------------
 
     def process_snapshots(self, records: Sequence[tuple[int, bytes | None]],
-                          topic: str = "item_snapshots") -> Result:
-        """Item features as of predictions, sent back by the item side ((offset, frame)s)."""
+                          topic: str = "item_snapshots",
+                          keys: Sequence[bytes | None] | None = None) -> Result:
+        """Item features as of predictions, sent back by the item side ((offset, frame)s;
+        ``keys``, the records' keys, only go into dead letters)."""
         result = Result()
         engine = self.labels
-        for offset, raw in records:
+        for i, (offset, raw) in enumerate(records):
             try:
                 frame = frames.decode(raw, SNAPSHOT_COLUMNS)
                 pids, snaps = frame.columns["prediction_id"], frame.columns["snapshot"]
@@ -332,7 +334,8 @@ class UserPartition:
             except frames.FrameError as exc:
                 self.counters.dead_letters += 1
                 result.outputs.append(dead_letter(topic, "item_snapshots", self.partition,
-                                                  offset, None, raw,
+                                                  offset, None if keys is None else keys[i],
+                                                  raw,
                                                   f"not an item snapshot frame: {exc}"))
                 continue
             if engine is not None:

@@ -39,6 +39,9 @@ from evaluation.routing import routing_record
 from evaluation.stats import log_loss_term
 from evaluation.triggers import TriggerState
 
+#: the ids of records already seen are kept (and expire) per this much prediction_ts
+_SEEN_BUCKET_MS = 60_000
+
 AddStatus = Literal["pending", "late", "not_final", "duplicate", "too_late"]
 
 _MAGIC = b"freshet-evaluator\x00v1\x00"
@@ -69,8 +72,10 @@ class Evaluator:
         self.config = config if config is not None else EvalConfig()
         self.watermark_ms: int | None = None
         self._pending: list[tuple[int, str, int, int, LabelEvent | ExampleEvent]] = []
-        self._seen: set[tuple[int, str, int]] = set()
-        self._seen_order: list[tuple[int, int, str, int]] = []  # heap by prediction_ts
+        # the ids of records held or applied, per minute of prediction_ts: one short
+        # string each (~120 B; a tuple in a set plus a heap entry took ~400 B), and a
+        # minute expires whole once the horizon has passed its end
+        self._seen: dict[int, set[str]] = {}
         self.models: dict[str, ModelMetrics] = {}
         self.pairs: dict[str, PairState] = {}
         self.drift = DriftMonitor(self.config.drift, reference_examples)
@@ -81,16 +86,16 @@ class Evaluator:
     # -- input -------------------------------------------------------------------------
 
     def _hold(self, rank: int, ev: LabelEvent | ExampleEvent) -> AddStatus:
-        key = (rank, ev.prediction_id, ev.label_version)
         t = self.watermark_ms
         if t is not None and ev.prediction_ts < t - self.config.dedupe_horizon_ms:
             self.counters["too_late"] += 1
             return "too_late"
-        if key in self._seen:
+        key = f"{rank}:{ev.label_version}:{ev.prediction_id}"
+        seen = self._seen.setdefault(ev.prediction_ts // _SEEN_BUCKET_MS, set())
+        if key in seen:
             self.counters["duplicates"] += 1
             return "duplicate"
-        self._seen.add(key)
-        heapq.heappush(self._seen_order, (ev.prediction_ts, *key))
+        seen.add(key)
         heapq.heappush(self._pending, (ev.prediction_ts, ev.prediction_id, ev.label_version,
                                        rank, ev))
         if t is not None and ev.prediction_ts < t:
@@ -175,10 +180,11 @@ class Evaluator:
             else:
                 self.drift.on_example(ev)
                 self.counters["examples_applied"] += 1
-        bound = label_watermark_ms - self.config.dedupe_horizon_ms
-        while self._seen_order and self._seen_order[0][0] < bound:
-            _, rank, pid, version = heapq.heappop(self._seen_order)
-            self._seen.discard((rank, pid, version))
+        # a minute whose every prediction_ts is below the horizon: a record there is
+        # too late (checked before the ids), so its ids are no longer needed
+        bound = (label_watermark_ms - self.config.dedupe_horizon_ms) // _SEEN_BUCKET_MS
+        for bucket in [b for b in self._seen if b < bound]:
+            del self._seen[bucket]
         return True
 
     def advance(self, label_watermark_ms: int) -> list[EvalOutput]:
@@ -254,7 +260,13 @@ class Evaluator:
         if not data.startswith(_MAGIC):
             raise ValueError("data is not a serialized Evaluator state")
         obj = cls.__new__(cls)
-        obj.__dict__.update(pickle.loads(data[len(_MAGIC):]))
+        state = pickle.loads(data[len(_MAGIC):])
+        if "_seen_order" in state:  # written before the ids were kept per minute
+            seen: dict[int, set[str]] = {}
+            for ts, rank, pid, version in state.pop("_seen_order"):
+                seen.setdefault(ts // _SEEN_BUCKET_MS, set()).add(f"{rank}:{version}:{pid}")
+            state["_seen"] = seen
+        obj.__dict__.update(state)
         if config is not None and config != obj.config:
             raise ValueError("config differs from the one the stored state was made with")
         return obj

@@ -32,6 +32,9 @@ class Pending:
     users: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     snapshots: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     items: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    #: keys of the snapshot and item records (only dead letters use them)
+    snapshot_keys: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    item_keys: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     count: int = 0
 

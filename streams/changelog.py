@@ -70,7 +70,7 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
     short: dict[tuple[str, int], tuple[int, float]] = {}  # read again from, at
     try:
         # the ends to reach: every transaction committed before now is below them
-        high = {tp: _high_watermark(consumer, tp, started + timeout_s) for tp in parts}
+        high = {tp: watermarks(consumer, tp, started + timeout_s)[1] for tp in parts}
         consumer.assign([TopicPartition(t, p, start[(t, p)][1] if (t, p) in start
                                         else OFFSET_BEGINNING) for t, p in parts])
         while pending:
@@ -117,15 +117,18 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
     return out
 
 
-def _high_watermark(consumer: Consumer, tp: tuple[str, int], deadline: float) -> int:
-    """A partition's high watermark, asked again while the broker does not answer."""
+def watermarks(consumer: Consumer, tp: tuple[str, int], deadline: float) -> tuple[int, int]:
+    """A partition's (low, high) watermarks, asked again while the broker does not answer
+    (a restarting broker answers timeouts or, until its metadata is back, unknown
+    partition); :class:`RestoreError` once ``deadline`` (monotonic) has passed."""
     while True:
         try:
-            return int(consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
-                                                      cached=False)[1])
+            low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
+                                                       cached=False)
+            return int(low), int(high)
         except KafkaException as exc:
             if time.monotonic() > deadline:
-                raise RestoreError(f"no high watermark of {tp[0]}[{tp[1]}]: {exc}") from exc
-            log.warning("high watermark of %s[%d] not available (%s); asking again", *tp,
+                raise RestoreError(f"no watermarks of {tp[0]}[{tp[1]}]: {exc}") from exc
+            log.warning("watermarks of %s[%d] not available (%s); asking again", *tp,
                         exc.args[0].str())
             time.sleep(1.0)

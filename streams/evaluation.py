@@ -39,16 +39,16 @@ from confluent_kafka import (
     OFFSET_END,
     Consumer,
     KafkaError,
-    KafkaException,
-    Producer,
     TopicPartition,
 )
 
+from engine.records import Out
 from evaluation import Evaluator
 from freshet.settings import Settings
 from freshet.topics import EVALUATION_LEADER, internal_topic
 from streams import kafka
 from streams.label_feed import LabelFeed, Positions, feed_consumer, topic_partitions
+from streams.transactions import ProducerFenced, TransactionAborted, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,12 @@ class Leader:
                 log.warning("evaluation: checkpoint not used (%s); reading from the start", exc)
         self.feed = LabelFeed(settings, partitions, positions, watermarks,
                               self.evaluator.add_label, self.evaluator.add_training_example)
-        self.producer = Producer({**kafka.transactional_producer(settings),
-                                  "transactional.id": f"{settings.app_id}-evaluation"})
-        self.producer.init_transactions(30)
+        # the worker's transactions: a broker outage is waited out, a fatal producer
+        # error replaces the producer, a newer leader's producer fences this one
+        self.txn = Transactions({**kafka.transactional_producer(settings),
+                                 "transactional.id": f"{settings.app_id}-evaluation"},
+                                {t: settings.topic(t) for t in OUTPUT_TOPICS.values()}, {},
+                                wait_s=settings.broker_wait_ms / 1000)
         self.records_out = 0
         self._next_ms = 0.0
         log.info("evaluation: leader (from %s)", "a checkpoint" if ckpt else "the start")
@@ -134,16 +137,18 @@ class Leader:
         self.publish(self.evaluator.outputs(), at)
 
     def publish(self, outs: list[Any], at_ms: int) -> None:
-        """One transaction with every record of the evaluator's state at ``at_ms``."""
-        s = self.settings
+        """One transaction with every record of the evaluator's state at ``at_ms``.
+
+        An aborted one (e.g. a broker restart) is published again at the next
+        interval; :class:`ProducerFenced` (a newer leader) is raised.
+        """
+        records = [Out(OUTPUT_TOPICS[out.topic], out.key.encode(), orjson.dumps(out.record))
+                   for out in outs]
         try:
-            self.producer.begin_transaction()
-            for out in outs:
-                self.producer.produce(s.topic(OUTPUT_TOPICS[out.topic]), key=out.key.encode(),
-                                      value=orjson.dumps(out.record))
-            self.producer.commit_transaction(30)
-        except KafkaException as exc:  # e.g. a broker restart: publish again next interval
-            self._recover(exc)
+            self.txn.commit(records, (), {}, None)
+        except TransactionAborted as exc:
+            log.warning("evaluation: publication failed (%s); retrying at the next interval",
+                        exc)
             return
         self.records_out += len(outs)
         self.emitted_ms = at_ms
@@ -151,27 +156,9 @@ class Leader:
             evaluator=self.evaluator.to_bytes(), positions=self.feed.positions(),
             watermarks=self.feed.watermarks, emitted_ms=at_ms))
 
-    def _recover(self, exc: KafkaException) -> None:
-        """After a failed publication: abort it, or start a new producer if it is broken.
-
-        A fatal error (fenced by a newer leader, or a broken epoch) raises: this leader is
-        stale, and the stage stops leading (a supervisor restarts the process).
-        """
-        err = exc.args[0]
-        log.warning("evaluation: publication failed (%s); retrying at the next interval",
-                    err.str())
-        if err.fatal():
-            raise exc
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as again:
-            if again.args[0].fatal():
-                raise
-            log.warning("evaluation: abort failed too (%s)", again.args[0].str())
-
     def close(self) -> None:
         self.feed.close()
-        self.producer.flush(10)
+        self.txn.close()
 
 
 class OutputsTail:
@@ -338,7 +325,15 @@ class EvaluationStage:
             self.leader = None
             log.info("evaluation: no longer the leader")
         if self.leader is not None:
-            self.leader.step()
+            try:
+                self.leader.step()
+            except ProducerFenced as exc:
+                # another process leads with this app's transactional id (the election
+                # moving): stop; if still elected, lead again (fencing the other) later
+                log.warning("evaluation: %s", exc)
+                self.leader.close()
+                self.leader = None
+                self._stop.wait(1.0)
 
     def _elect(self, elected: bool) -> None:
         self._elected = elected

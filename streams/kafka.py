@@ -164,7 +164,11 @@ def committed_offsets(consumer: Any, tps: list[Any], wait_s: float = 120.0) -> l
 
     A broker restart or a coordinator move answers NOT_COORDINATOR, timeouts or
     transport errors for a while: those are retried with backoff (up to ``wait_s``);
-    anything else, or still failing then, is raised.
+    anything else, or still failing then, is raised. UNSTABLE_OFFSET_COMMIT (offsets
+    in a transaction not ended yet, e.g. a killed worker's) is waited for however
+    long it takes: the broker aborts every transaction after its timeout, and a
+    restart would only meet the same answer (seen: a crash loop after a broker
+    restart, while the coordinator reloaded its transactions).
     """
     deadline = time.monotonic() + wait_s
     pause = 0.1
@@ -174,8 +178,9 @@ def committed_offsets(consumer: Any, tps: list[Any], wait_s: float = 120.0) -> l
             return result
         except KafkaException as exc:
             err = exc.args[0]
-            if (not err.retriable() and err.code() not in _RECOVERING) or \
-                    time.monotonic() + pause > deadline:
+            unstable = err.code() == KafkaError.UNSTABLE_OFFSET_COMMIT
+            if not unstable and ((not err.retriable() and err.code() not in _RECOVERING)
+                                 or time.monotonic() + pause > deadline):
                 raise
             log.warning("committed offsets not available yet (%s); retrying in %.1f s",
                         err.str(), pause)

@@ -185,13 +185,24 @@ def _parts(topic: str, partitions: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def topic_partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
-    """How many partitions each topic has (from the cluster's metadata)."""
+    """How many partitions each topic has (from the cluster's metadata).
+
+    Topics just created (or a broker just restarted) may be missing from the metadata
+    for a moment: asked again until ``FRESHET_BROKER_WAIT_MS`` has passed (seen: a
+    worker started right after ``freshet topics`` on a busy broker stopped here).
+    """
     consumer = Consumer(feed_consumer(settings))
+    deadline = time.monotonic() + settings.broker_wait_ms / 1000
     try:
-        meta = consumer.list_topics(timeout=30).topics
-        missing = [t for t in topics if t not in meta or meta[t].error is not None]
-        if missing:
-            raise RuntimeError(f"evaluation: topics missing: {missing} (run `freshet topics`)")
-        return {t: len(meta[t].partitions) for t in topics}
+        while True:
+            meta = consumer.list_topics(timeout=30).topics
+            missing = [t for t in topics if t not in meta or meta[t].error is not None]
+            if not missing:
+                return {t: len(meta[t].partitions) for t in topics}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"evaluation: topics missing: {missing} "
+                                   "(run `freshet topics`)")
+            log.info("evaluation: waiting for topics %s to appear", missing)
+            time.sleep(1.0)
     finally:
         consumer.close()

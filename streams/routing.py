@@ -51,20 +51,24 @@ def owners_from(members: Iterable[tuple[str, Iterable[tuple[str, int]]]],
                 topics: Mapping[Entity, str]) -> dict[tuple[Entity, int], str]:
     """(entity, partition) -> owner address, from (client id, assigned partitions) pairs.
 
+    Several entities may live on one topic's partitions (a worker's task ``p`` owns
+    user and item partition ``p``, assigned through ``predictions``).
+
     >>> owners_from([("a-worker@h:1", [("p", 0), ("r", 1)]), ("a-worker@h:2", [("p", 1)])],
     ...             {"user": "p", "item": "r"})
     {('user', 0): 'h:1', ('item', 1): 'h:1', ('user', 1): 'h:2'}
+    >>> owners_from([("a-worker@h:1", [("p", 0)])], {"user": "p", "item": "p"})
+    {('user', 0): 'h:1', ('item', 0): 'h:1'}
     """
-    entity_of = {topic: entity for entity, topic in topics.items()}
     out: dict[tuple[Entity, int], str] = {}
     for client, assigned in members:
         address = address_of(client)
         if address is None:
             continue
         for topic, partition in assigned:
-            entity = entity_of.get(topic)
-            if entity is not None:
-                out[(entity, partition)] = address
+            for entity, entity_topic in topics.items():
+                if entity_topic == topic:
+                    out[(entity, partition)] = address
     return out
 
 

@@ -9,15 +9,16 @@ are mirrored to the local store, and marks record how far that copy is current.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from engine.records import Delta
 from freshet.settings import Settings
 from streams import kafka
-from streams.changelog import Restored, RestoreError, read_changelogs
+from streams.changelog import Restored, RestoreError, read_changelogs, watermarks
 from streams.checkpoints import LocalStore, Part, now_ms
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class PartitionStates:
             found = self.local.load(part, now_ms())
             if found is None:
                 continue
-            low, high = self.meta.get_watermark_offsets(TopicPartition(*part), timeout=10)
+            low, high = watermarks(self.meta, part,
+                                   time.monotonic() + self.settings.broker_wait_ms / 1000)
             if low <= found[1] <= high:
                 out[part] = found
             else:
@@ -91,8 +93,16 @@ class PartitionStates:
         """
         if self.local is None:
             return
-        offsets = {part: self.meta.get_watermark_offsets(TopicPartition(*part), timeout=10)[1]
-                   for part in parts}
+        try:
+            offsets = {part: self.meta.get_watermark_offsets(TopicPartition(*part),
+                                                             timeout=10)[1]
+                       for part in parts}
+        except KafkaException as exc:
+            # a mark only shortens the next restore: without one (the broker is away,
+            # e.g. inside a rebalance callback during an outage) the next restore reads
+            # from the older mark, which is as correct
+            log.warning("local state not marked current (%s)", exc.args[0].str())
+            return
         if offsets:
             self.local.mark(offsets, now_ms())
 

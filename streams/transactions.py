@@ -8,24 +8,43 @@ worker that dies mid-batch leaves an open transaction that its restart (same
 ``transactional.id``) aborts, and the inputs are read again from the committed
 offsets against the committed state. A worker thrown out of its group (a zombie)
 cannot commit: the group's generation is part of the offset commit.
+
+A *fatal* producer error (librdkafka's word: this producer instance can do nothing
+more; seen here after a broker restart as ``INVALID_TXN_STATE`` once adding offsets
+had timed out) does not stop the worker: the producer is replaced by a new one with
+the same ``transactional.id``, whose ``init_transactions`` aborts whatever the old
+one left open, and the batch counts as aborted (read again). Only a producer
+*fenced* by a newer one with its id (another worker with this identity) stops.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from engine.records import Delta, Out
 
 log = logging.getLogger(__name__)
 
 
+#: errors that mean a newer producer with this transactional.id exists
+_FENCED: Final = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                            KafkaError.INVALID_PRODUCER_EPOCH})
+#: at most this many replaced producers in :data:`REPLACE_WINDOW_S` (then stop)
+MAX_REPLACEMENTS: Final = 5
+REPLACE_WINDOW_S: Final = 600.0
+
+
 class TransactionAborted(RuntimeError):
     """The batch's transaction was aborted: its state changes must be dropped."""
+
+
+class ProducerFenced(RuntimeError):
+    """A newer producer with this worker's transactional.id exists: this worker stops."""
 
 
 class Transactions:
@@ -33,8 +52,14 @@ class Transactions:
 
     def __init__(self, config: dict[str, Any], topics: Mapping[str, str],
                  changelogs: Mapping[str, str], timeout_s: float = 30.0,
-                 commit_delay_s: float = 0.0) -> None:
-        self.producer = Producer(config)
+                 commit_delay_s: float = 0.0, wait_s: float = 60.0,
+                 factory: Callable[[dict[str, Any]], Any] = Producer) -> None:
+        self._config = config
+        self._factory = factory  # a testing aid: wraps the real producer to inject faults
+        #: how long a new producer may wait for the broker (FRESHET_BROKER_WAIT_MS)
+        self.wait_s = wait_s
+        #: when producers were replaced after a fatal error (monotonic seconds)
+        self.replaced: list[float] = []
         self.commit_delay_s = commit_delay_s  # a testing aid (FRESHET_DEBUG_COMMIT_DELAY_MS)
         #: the current transaction's records are on the broker, not committed yet
         self.awaiting_commit = False
@@ -43,11 +68,50 @@ class Transactions:
         self.timeout_s = timeout_s
         self.commits = 0
         self.records = 0
-        self.producer.init_transactions(timeout_s)
+        self.producer: Any = self._new_producer()
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+    def _new_producer(self) -> Any:
+        """A producer with transactions initialised (waits out a recovering broker)."""
+        producer = self._factory(self._config)
+        deadline = time.monotonic() + self.wait_s
+        pause = 0.2
+        while True:
+            try:
+                producer.init_transactions(self.timeout_s)
+                return producer
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or time.monotonic() + pause > deadline:
+                    raise
+                log.warning("initialising transactions: %s; retrying in %.1f s", err.str(),
+                            pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _replace(self, err: Any) -> None:
+        """Replace a producer that hit a fatal error (see the module doc)."""
+        if err.code() in _FENCED:
+            raise ProducerFenced(
+                f"transactional.id {self._config.get('transactional.id')} was taken over by a "
+                f"newer producer ({err.str()}): another worker runs with this identity "
+                "(FRESHET_WORKER_ID, or the same host and FRESHET_DATA_DIR); this one stops")
+        now = time.monotonic()
+        self.replaced = [t for t in self.replaced if now - t < REPLACE_WINDOW_S] + [now]
+        if len(self.replaced) > MAX_REPLACEMENTS:
+            raise RuntimeError(f"{len(self.replaced)} fatal producer errors in "
+                               f"{REPLACE_WINDOW_S:.0f} s, the last: {err.str()}")
+        log.error("the transactional producer failed for good (%s): replacing it; this "
+                  "batch is aborted and read again", err.str())
+        try:
+            self.producer.purge()  # drop what it still queues; its transaction is aborted
+        except (KafkaException, RuntimeError) as exc:  # by the new one's init_transactions
+            log.info("purging the old producer: %s", exc)
+        self.producer = self._new_producer()
+
+    @staticmethod
+    def _produce(producer: Any, topic: str, key: bytes | None, value: bytes | None,
                  partition: int | None) -> None:
-        produce = self.producer.produce
+        produce = producer.produce
         while True:
             try:
                 if partition is None:
@@ -56,7 +120,7 @@ class Transactions:
                     produce(topic, value, key, partition)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
-                self.producer.poll(0.005)
+                producer.poll(0.005)
 
     def commit(self, outputs: Iterable[Out], deltas: Iterable[Delta],
                offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> int:
@@ -73,10 +137,11 @@ class Transactions:
         try:
             producer.begin_transaction()
             for out in outputs:
-                self._produce(topics[out.topic], out.key, out.value, out.partition)
+                self._produce(producer, topics[out.topic], out.key, out.value, out.partition)
                 sent += 1
             for delta in deltas:
-                self._produce(changelogs[delta.state], delta.key, delta.value, delta.partition)
+                self._produce(producer, changelogs[delta.state], delta.key, delta.value,
+                              delta.partition)
                 sent += 1
             if offsets:
                 producer.send_offsets_to_transaction(
@@ -86,19 +151,24 @@ class Transactions:
                 producer.flush(self.timeout_s)  # the records are on the broker, uncommitted
                 self.awaiting_commit = True
                 time.sleep(self.commit_delay_s)
-            self._commit()
+            self._commit(producer)
             self.awaiting_commit = False
         except KafkaException as exc:
+            self.awaiting_commit = False
             err = exc.args[0]
-            if getattr(err, "fatal", lambda: False)():
-                raise
+            if producer is not self.producer:  # replaced while this call was stuck
+                raise TransactionAborted(f"a replaced producer's transaction: {err}") from exc
+            if err.fatal():
+                self._replace(err)
+                raise TransactionAborted(str(err)) from exc
             log.warning("transaction failed (%s); aborting it", err)
             try:
                 producer.abort_transaction(self.timeout_s)
             except KafkaException as abort_exc:
-                if abort_exc.args[0].fatal():
-                    raise
-                log.warning("abort failed too: %s", abort_exc.args[0])
+                if not abort_exc.args[0].fatal():
+                    log.warning("abort failed too: %s", abort_exc.args[0])
+                else:
+                    self._replace(abort_exc.args[0])
             raise TransactionAborted(str(err)) from exc
         self.commits += 1
         self.records += sent
@@ -107,11 +177,11 @@ class Transactions:
             log.warning("a transaction of %d records took %.1f s to commit", sent, took)
         return sent
 
-    def _commit(self) -> None:
+    def _commit(self, producer: Any) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                self.producer.commit_transaction(self.timeout_s)
+                producer.commit_transaction(self.timeout_s)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -120,6 +190,28 @@ class Transactions:
                     continue
                 raise
 
+    def replace_stuck(self) -> None:
+        """Replace a producer whose call never returned (its thread is left behind).
+
+        librdkafka's ``send_offsets_to_transaction`` can block past its timeout when
+        the group coordinator went away (seen here after a broker restart; librdkafka
+        issues #5456, #5511). The new producer's ``init_transactions`` fences the old
+        one and aborts its transaction, so a call of the old one that returns later
+        can commit nothing.
+        """
+        log.error("a transaction has not finished in %.0f s (librdkafka blocks past its "
+                  "timeout after a coordinator loss): replacing the producer; the batch "
+                  "is aborted and read again", self.stuck_s)
+        self.producer = self._new_producer()
+
+    @property
+    def stuck_s(self) -> float:
+        """How long a transaction may take before it counts as stuck."""
+        return self.timeout_s * 2 + 5.0
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver anything queued (nothing is, between transactions)."""
-        self.producer.flush(timeout_s)
+        try:
+            self.producer.flush(timeout_s)
+        except KafkaException as exc:  # a failed producer: keep the error that stopped us
+            log.warning("closing the transactional producer: %s", exc.args[0])

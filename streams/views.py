@@ -173,8 +173,8 @@ def register_views(app: Any, worker: Worker, stage: EvaluationStage | None = Non
 
     s = worker.settings
     owners = Owners(kafka.admin_client(s), s.app_id,
-                    {"user": worker.names["predictions"],
-                     "item": worker.names["items_repartition"]})
+                    # task p owns item partition p too (streams.worker)
+                    {"user": worker.names["predictions"], "item": worker.names["predictions"]})
     me = f"{s.web_host}:{s.web_port}"
     _register_read_path(app, "user", worker, owners, me)
     _register_read_path(app, "item", worker, owners, me)

@@ -1,11 +1,13 @@
 """The stream worker: consumer group, micro-batches through the engine, one transaction each.
 
 Input path (chosen by measurement, see README): confluent-kafka's batch ``consume``.
-The worker group (cooperative-sticky) assigns partitions of ``predictions`` and of
-the items repartition topic; partition ``p`` of ``predictions`` is a *user task*:
-its worker also reads partition ``p`` of ``clicks`` and of the item snapshots (a
+The worker group (cooperative-sticky) assigns partitions of ``predictions`` only;
+partition ``p`` of ``predictions`` is *task* ``p``: its worker also reads partition
+``p`` of ``clicks``, of the item snapshots and of the items repartition topic (a
 second consumer that never joins the group), so a user's clicks, predictions,
-features and pending labels always live together whatever the assignor does.
+features and pending labels always live together, and the assignor, which balances
+partition counts over all subscribed topics, splits user and item work alike (with
+both topics subscribed, two workers could get all of one topic each: measured).
 
 Each loop takes what the consumers have (up to ``FRESHET_BATCH_MAX_EVENTS`` each;
 when nothing is there and no transaction is in flight, it waits for records up to
@@ -26,11 +28,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from engine import InputBatch, ItemPartition, Result, UserPartition, label_reports
 from engine.users import Counters
@@ -77,7 +86,6 @@ class Worker:
         self._follow_add: set[int] = set()
         self._follow_drop: set[int] = set()
         self._inflight: tuple[Future[float], Batch] | None = None
-        self._committer: ThreadPoolExecutor | None = None
         self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,17 +133,14 @@ class Worker:
         started = time.monotonic()
         self.states = PartitionStates(s, self.changelogs)
         self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
-                                commit_delay_s=s.debug_commit_delay_ms / 1000.0)
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="freshet-commit")
+                                commit_delay_s=s.debug_commit_delay_ms / 1000.0,
+                                wait_s=s.broker_wait_ms / 1000.0)
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
         self.follower = Consumer(kafka.follower_consumer(s))
-        topics = [self.names["predictions"]]
-        if self.has_items:
-            topics.append(self.names["items_repartition"])
-        self.group.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                             on_lost=self._on_revoke)
+        self.group.subscribe([self.names["predictions"]], on_assign=self._on_assign,
+                             on_revoke=self._on_revoke, on_lost=self._on_revoke)
         self.running = True
         last_idle = last_report = time.monotonic()
         idle_every = min(1.0, max(0.05, s.idle_advance_ms / 4000))
@@ -155,13 +160,12 @@ class Worker:
                 if now - self._last_mark >= mark_every:
                     self._mark()
                 if batch is not None:
-                    self._inflight = (self._committer.submit(self._commit, batch), batch)
+                    self._inflight = (self._submit(batch), batch)
             clean = self._settle()
         finally:
             self.running = False
             if clean:
                 self._mark()  # a clean stop: the next start reads no changelog
-            self._committer.shutdown(wait=True)
             self.group.close()
             self.follower.close()
             self.txn.close()
@@ -175,6 +179,20 @@ class Worker:
                         batch.group_metadata)
         return time.time()
 
+    def _submit(self, batch: Batch) -> Future[float]:
+        """Commit ``batch`` in a thread of its own (a daemon: one stuck in librdkafka,
+        see :meth:`Transactions.replace_stuck`, must not keep the process alive)."""
+        future: Future[float] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._commit(batch))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="freshet-commit", daemon=True).start()
+        return future
+
     def _settle(self, defer_reset: bool = False) -> bool:
         """Wait for the transaction in flight; False if it was aborted (state reset)."""
         inflight, self._inflight = self._inflight, None
@@ -182,7 +200,11 @@ class Worker:
             return True
         future, batch = inflight
         try:
-            committed = future.result()
+            try:
+                committed = future.result(timeout=self.txn.stuck_s)
+            except FutureTimeout:
+                self.txn.replace_stuck()
+                raise TransactionAborted("stuck") from None
         except TransactionAborted:
             if defer_reset:  # inside a rebalance callback: reset when it has returned
                 self._needs_reset = True
@@ -206,7 +228,7 @@ class Worker:
                 parts += [(self.changelogs[state], p) for state in ("user", "label")
                           if state in self.changelogs]
         for q in sorted(self.items):
-            if only is None or (self.names["items_repartition"], q) in only:
+            if only is None or (self.names["predictions"], q) in only:
                 parts.append((self.changelogs["item"], q))
         self.states.mark(parts)
 
@@ -223,7 +245,7 @@ class Worker:
                                           self.settings.broker_wait_ms / 1000):
             self.group.seek(TopicPartition(tp.topic, tp.partition,
                                            tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self._follow_add |= {p for t, p in self._assigned if t == self.names["predictions"]}
+        self._follow_add |= {p for _, p in self._assigned}
         self._follow_drop |= set(self._follow_add)
         self._sync_follower()
 
@@ -235,9 +257,8 @@ class Worker:
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._to_restore.add((tp.topic, tp.partition))
-            if tp.topic == self.names["predictions"]:
-                self._follow_add.add(tp.partition)
-                self._follow_drop.discard(tp.partition)
+            self._follow_add.add(tp.partition)
+            self._follow_drop.discard(tp.partition)
         log.info("assigned %s", _tps(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -249,19 +270,19 @@ class Worker:
             for tp in partitions:
                 self._assigned.discard((tp.topic, tp.partition))
                 self._to_restore.discard((tp.topic, tp.partition))
-                if tp.topic == self.names["predictions"]:
-                    self.users.pop(tp.partition, None)
-                    self._follow_drop.add(tp.partition)
-                    self._follow_add.discard(tp.partition)
-                else:
-                    self.items.pop(tp.partition, None)
+                self.users.pop(tp.partition, None)
+                self.items.pop(tp.partition, None)
+                self._follow_drop.add(tp.partition)
+                self._follow_add.discard(tp.partition)
         log.info("revoked %s", _tps(partitions))
 
     def _follower_tps(self, p: int) -> list[TopicPartition]:
-        """The partitions a user task reads besides ``predictions``: clicks, snapshots."""
+        """What task ``p`` reads besides ``predictions``: clicks, snapshots, item events."""
         out = [TopicPartition(self.names["clicks"], p)]
-        if self.has_items and self.label_config is not None:
-            out.append(TopicPartition(self.names["item_snapshots"], p))
+        if self.has_items:
+            if self.label_config is not None:
+                out.append(TopicPartition(self.names["item_snapshots"], p))
+            out.append(TopicPartition(self.names["items_repartition"], p))
         return out
 
     def _sync_follower(self) -> None:
@@ -284,7 +305,7 @@ class Worker:
         if self.states is None:
             raise RuntimeError("restore before the worker runs")
         users = sorted(p for t, p in self._to_restore if t == self.names["predictions"])
-        items = sorted(p for t, p in self._to_restore if t == self.names["items_repartition"])
+        items = users if self.has_items else []
         parts = [(self.changelogs["user"], p) for p in users]
         if self.label_config is not None:
             parts += [(self.changelogs["label"], p) for p in users]
@@ -356,8 +377,10 @@ class Worker:
                 continue  # revoked while in flight: its new owner reads it again
             if kind == "items_repartition":
                 pending.items[p].append((offset, msg.value()))
+                pending.item_keys[p].append(msg.key())
             elif kind == "item_snapshots":
                 pending.snapshots[p].append((offset, msg.value()))
+                pending.snapshot_keys[p].append(msg.key())
             else:
                 pending.users[p].append((1 if kind == "predictions" else 0, offset, msg.key(),
                                          msg.value()))
@@ -369,8 +392,11 @@ class Worker:
         def caught_up(source: str) -> bool:
             consumer = self.group if source == "predictions" else self.follower
             tp = TopicPartition(self.names[source], p)
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            (pos,) = consumer.position([tp])
+            try:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                (pos,) = consumer.position([tp])
+            except KafkaException:  # not known now (e.g. just reassigned): not caught up
+                return False
             return high >= 0 and pos.offset >= 0 and pos.offset >= high
         return caught_up
 
@@ -389,9 +415,9 @@ class Worker:
                 result.extend(self.users[p].process(batch, now_ms))
             for p, recs in sorted(pending.snapshots.items()):
                 result.extend(self.users[p].process_snapshots(
-                    recs, topic=self.names["item_snapshots"]))
+                    recs, topic=self.names["item_snapshots"], keys=pending.snapshot_keys[p]))
             for q, recs in sorted(pending.items.items()):
-                result.extend(self.items[q].process(recs))
+                result.extend(self.items[q].process(recs, pending.item_keys[q]))
             if idle:
                 for p, part in sorted(self.users.items()):
                     result.extend(part.advance_idle(now_ms, self.settings.idle_advance_ms,
@@ -413,8 +439,11 @@ class Worker:
         owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
         owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
         for consumer, tp in owned:
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            (pos,) = consumer.position([tp])
+            try:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                (pos,) = consumer.position([tp])
+            except KafkaException:
+                return None  # not known now (a partition just moved)
             if high < 0:
                 return None  # not fetched yet
             lag[(tp.topic, tp.partition)] = max(0, high - pos.offset) if pos.offset >= 0 else high

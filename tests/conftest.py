@@ -70,9 +70,34 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def unique_prefix() -> str:
-    """A topic/app-id prefix of this test's own, so broker tests never share topics."""
-    return f"t{uuid.uuid4().hex[:10]}-"
+def unique_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A topic/app-id prefix of this test's own, so broker tests never share topics.
+
+    A broker test's topics are deleted when it ends: a long-lived development broker
+    (``FRESHET_KAFKA_BOOTSTRAP``) otherwise collects tens of thousands of partitions
+    over repeated suite runs and stops accepting connections (too many open files).
+    """
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    yield prefix
+    if "kafka_bootstrap" in request.fixturenames:
+        _delete_topics(request.getfixturevalue("kafka_bootstrap"), prefix)
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic named ``prefix...`` (best effort: a warning if it fails)."""
+    import warnings
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                future.result(timeout=60)
+    except KafkaException as exc:
+        warnings.warn(f"topics {prefix}* not deleted: {exc}", stacklevel=1)
 
 
 def _bindable(port: int) -> bool:

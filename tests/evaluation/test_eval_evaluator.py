@@ -255,3 +255,53 @@ def test_comparisons_match_recomputation(records: list[dict[str, Any]], dt: int)
         exp_p = 1.0 if se == 0 else math.erfc(abs((cb / nb - ca / na) / se) / math.sqrt(2))
         assert rec["p_value"] == pytest.approx(exp_p, rel=1e-9, abs=1e-300)
         assert rec["msprt_p_value"] == pytest.approx(p_run, rel=1e-9)
+
+
+HORIZON = 150_000  # 2.5 minutes of the 1-minute id buckets
+
+
+@PROPS
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 600_000), st.integers(0, 90_000)),
+                min_size=1, max_size=80))
+def test_repeats_are_found_until_the_horizon_then_too_late(
+        steps: list[tuple[int, int, int]]) -> None:
+    """Statuses against a plain-Python oracle that keeps every id forever."""
+    ev = Evaluator(EvalConfig(dedupe_horizon_ms=HORIZON))
+    ts_of = {k: T0 + ts for k, ts, _ in steps}  # one prediction_ts per id, as published
+    seen: set[int] = set()
+    t: int | None = None
+    for k, _, dt in steps:
+        ts = ts_of[k]
+        if t is not None and ts < t - HORIZON:
+            want = "too_late"
+        elif k in seen:
+            want = "duplicate"
+        else:
+            seen.add(k)
+            want = "late" if t is not None and ts < t else "pending"
+        assert ev.add_label(label(f"p{k}", "m", 0.5, 1, ts)) == want
+        t = max(t or 0, min(ts_of.values()) + dt)
+        ev.advance(t)
+        # memory: only ids of the minutes the horizon still covers are kept
+        assert all((b + 1) * 60_000 > t - HORIZON for b in ev._seen)
+
+
+def test_a_state_of_the_previous_layout_restores_and_continues() -> None:
+    import heapq
+    import pickle
+
+    from evaluation import evaluator as module
+
+    ev = Evaluator(CONFIG)
+    recs = [label(f"p{i}", "m", i / 10, i % 2, T0 + 20 * i) for i in range(8)]
+    feed(ev, recs)
+    ev.advance(T0 + 70)
+    state = dict(ev.__dict__)  # as the previous version stored it: a set and a heap
+    state["_seen"] = {(0, r["prediction_id"], 1) for r in recs}
+    order: list[tuple[int, int, str, int]] = []
+    for r in recs:
+        heapq.heappush(order, (r["prediction_ts"], 0, r["prediction_id"], 1))
+    state["_seen_order"] = order
+    old = Evaluator.from_bytes(module._MAGIC + pickle.dumps(state, protocol=5))
+    assert [old.add_label(dict(r)) for r in recs] == ["duplicate"] * 8
+    assert old.advance(T0 + 500) == ev.advance(T0 + 500)

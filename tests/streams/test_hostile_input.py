@@ -174,10 +174,15 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 for logical, cases in (("items_repartition", hc.REPARTITION_CASES),
                                        ("item_snapshots", hc.SNAPSHOT_CASES))
                 for p in range(PARTITIONS) for name, value in cases]
-    placed = _produce(settings, [(names[lg], p, None, v) for lg, p, _, v in internal])
-    for (logical, _, name, value), (part, off) in zip(internal, placed, strict=True):
+    # keyed, to show a dead letter keeps an internal record's key too (half of them:
+    # and a null key stays null)
+    keys = [f"{name}@{p}".encode() if i % 2 else None
+            for i, (_, p, name, _) in enumerate(internal)]
+    placed = _produce(settings, [(names[lg], p, key, v)
+                                 for (lg, p, _, v), key in zip(internal, keys, strict=True)])
+    for (logical, _, name, value), key, (part, off) in zip(internal, keys, placed, strict=True):
         expected[(logical, part, off)] = hc.Expected(f"{logical}/{name}", logical, part, off,
-                                                     None, value, hc.INTERNAL_REASONS[logical])
+                                                     key, value, hc.INTERNAL_REASONS[logical])
 
     goods = hc.good_log(150, hc.T0, seed=7, tag="good")
     log = hc.hostile_log(goods)

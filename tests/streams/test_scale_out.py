@@ -116,7 +116,12 @@ def test_workers_join_and_leave_mid_stream(kafka_bootstrap: str, unique_prefix: 
             log += produce_log(base, parts[i])
             time.sleep(1.0)
         owned = _wait_stable(workers)
-        assert all(o["user"] or o["item"] for o in owned.values()), owned  # all share work
+        # every worker has a share of the user side and of the item side, balanced
+        # (task p = user and item partition p; subscribing to both topics let the
+        # assignor give one worker every user partition and another every item one)
+        counts = [len(o["user"]) for o in owned.values()]
+        assert all(o["user"] == o["item"] for o in owned.values()), owned
+        assert min(counts) >= 1 and max(counts) - min(counts) <= 1, owned
 
         events = oracle.valid_events(log)
         keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
