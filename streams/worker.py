@@ -139,8 +139,7 @@ class Worker:
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
         self.follower = Consumer(kafka.follower_consumer(s))
-        self.group.subscribe([self.names["predictions"]], on_assign=self._on_assign,
-                             on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._subscribe()
         self.running = True
         last_idle = last_report = time.monotonic()
         idle_every = min(1.0, max(0.05, s.idle_advance_ms / 4000))
@@ -276,6 +275,36 @@ class Worker:
                 self._follow_add.discard(tp.partition)
         log.info("revoked %s", _tps(partitions))
 
+    def _subscribe(self) -> None:
+        self.group.subscribe([self.names["predictions"]], on_assign=self._on_assign,
+                             on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _replace_group(self, err: Any) -> None:
+        """Replace a group consumer that failed for good (seen after a broker restart:
+        librdkafka's fatal "static consumer fenced by other consumer with same
+        group.instance.id", the other being its own rejoin): drop every partition and
+        join again; the new member takes the partitions back from their committed
+        offsets and state."""
+        log.error("the group consumer failed for good (%s): replacing it; every partition "
+                  "is restored and read again", err.str())
+        self._settle(defer_reset=True)  # its offsets cannot commit now: it aborts
+        self._needs_reset = False  # nothing left to reset: every partition is dropped
+        with self.lock:
+            self.users.clear()
+            self.items.clear()
+        self._follow_drop |= {p for _, p in self._assigned}
+        self._follow_add.clear()
+        self._assigned.clear()
+        self._to_restore.clear()
+        self.lag = None
+        old, self.group = self.group, Consumer(kafka.group_consumer(self.settings))
+        try:
+            old.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.info("closing the failed group consumer: %s", exc)
+        self._subscribe()
+        self._sync_follower()
+
     def _follower_tps(self, p: int) -> list[TopicPartition]:
         """What task ``p`` reads besides ``predictions``: clicks, snapshots, item events."""
         out = [TopicPartition(self.names["clicks"], p)]
@@ -357,6 +386,11 @@ class Worker:
             deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
             while not msgs and time.monotonic() < deadline and not self._stop.is_set():
                 msgs = self._consume(POLL_S)
+        fatal = next((m.error() for m in msgs if m.error() is not None
+                      and (m.error().fatal() or m.error().code() == KafkaError._FATAL)), None)
+        if fatal is not None:
+            self._replace_group(fatal)
+            return None  # every partition is assigned and read again
         if self._needs_reset:
             self._reset()
             return None  # records of before the reset are read again
