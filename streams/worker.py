@@ -49,6 +49,7 @@ from freshet.settings import Settings
 from streams import kafka
 from streams.batches import Batch, BatchSizes, Pending, partitioner
 from streams.checkpoints import Part
+from streams.positions import Positions
 from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
@@ -86,6 +87,7 @@ class Worker:
         self._follow_add: set[int] = set()
         self._follow_drop: set[int] = set()
         self._inflight: tuple[Future[float], Batch] | None = None
+        self._positions = Positions()
         self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,8 +242,10 @@ class Worker:
             self.items.clear()
         self._to_restore |= self._assigned
         group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        for tp in kafka.committed_offsets(self.group, group_tps,
-                                          self.settings.broker_wait_ms / 1000):
+        committed = kafka.committed_offsets(self.group, group_tps,
+                                            self.settings.broker_wait_ms / 1000)
+        self._positions.start(committed)
+        for tp in committed:
             self.group.seek(TopicPartition(tp.topic, tp.partition,
                                            tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
         self._follow_add |= {p for _, p in self._assigned}
@@ -273,6 +277,7 @@ class Worker:
                 self.items.pop(tp.partition, None)
                 self._follow_drop.add(tp.partition)
                 self._follow_add.discard(tp.partition)
+        self._positions.drop((tp.topic, tp.partition) for tp in partitions)
         log.info("revoked %s", _tps(partitions))
 
     def _subscribe(self) -> None:
@@ -296,6 +301,7 @@ class Worker:
         self._follow_add.clear()
         self._assigned.clear()
         self._to_restore.clear()
+        self._positions.clear()
         self.lag = None
         old, self.group = self.group, Consumer(kafka.group_consumer(self.settings))
         try:
@@ -318,6 +324,7 @@ class Worker:
         if self._follow_drop:
             drop = [tp for p in sorted(self._follow_drop) for tp in self._follower_tps(p)]
             self.follower.incremental_unassign(drop)
+            self._positions.drop((tp.topic, tp.partition) for tp in drop)
             self._follow_drop.clear()
         if self._follow_add:
             tps = [tp for p in sorted(self._follow_add) for tp in self._follower_tps(p)]
@@ -326,6 +333,7 @@ class Worker:
             start = [TopicPartition(tp.topic, tp.partition,
                                     tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed]
+            self._positions.start(committed)
             self.follower.incremental_assign(start)
             self._follow_add.clear()
 
@@ -334,6 +342,10 @@ class Worker:
         if self.states is None:
             raise RuntimeError("restore before the worker runs")
         users = sorted(p for t, p in self._to_restore if t == self.names["predictions"])
+        # where the group starts these (their committed offsets): see streams.positions
+        self._positions.start(kafka.committed_offsets(
+            self.group, [TopicPartition(self.names["predictions"], p) for p in users],
+            self.settings.broker_wait_ms / 1000))
         items = users if self.has_items else []
         parts = [(self.changelogs["user"], p) for p in users]
         if self.label_config is not None:
@@ -420,18 +432,34 @@ class Worker:
                                          msg.value()))
             pending.offsets[(topic, p)] = offset + 1
             pending.count += 1
+        self._past_markers(pending.offsets)
         return pending
+
+    def _past_markers(self, offsets: dict[Part, int]) -> None:
+        """Commit librdkafka's positions where they are past a transaction marker after
+        the last record (as Kafka Streams commits positions): a restart there then
+        starts at the partition's end, not one marker before it."""
+        predictions = self.names["predictions"]
+        for consumer, tps in ((self.group, [TopicPartition(t, p) for t, p in offsets
+                                            if t == predictions]),
+                              (self.follower, [TopicPartition(t, p) for t, p in offsets
+                                               if t != predictions])):
+            if not tps:
+                continue
+            try:
+                positions = consumer.position(tps)
+            except KafkaException:
+                continue  # the record offsets are right too, only one marker short
+            for tp in positions:
+                key = (tp.topic, tp.partition)
+                if tp.offset > offsets[key]:
+                    offsets[key] = tp.offset
 
     def _caught_up(self, p: int) -> Callable[[str], bool]:
         def caught_up(source: str) -> bool:
             consumer = self.group if source == "predictions" else self.follower
-            tp = TopicPartition(self.names[source], p)
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                (pos,) = consumer.position([tp])
-            except KafkaException:  # not known now (e.g. just reassigned): not caught up
-                return False
-            return high >= 0 and pos.offset >= 0 and pos.offset >= high
+            # not known (e.g. just reassigned): not caught up
+            return self._positions.behind(consumer, TopicPartition(self.names[source], p)) == 0
         return caught_up
 
     def _process(self, pending: Pending, idle: bool, report: bool) -> Batch | None:
@@ -473,14 +501,10 @@ class Worker:
         owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
         owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
         for consumer, tp in owned:
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                (pos,) = consumer.position([tp])
-            except KafkaException:
-                return None  # not known now (a partition just moved)
-            if high < 0:
-                return None  # not fetched yet
-            lag[(tp.topic, tp.partition)] = max(0, high - pos.offset) if pos.offset >= 0 else high
+            behind = self._positions.behind(consumer, tp)
+            if behind is None:
+                return None  # not known now (a partition just moved, or not fetched yet)
+            lag[(tp.topic, tp.partition)] = behind
         return lag
 
     def readiness(self) -> tuple[bool, str]:

@@ -24,7 +24,14 @@ from freshet.topics import create_topics
 from tests.conftest import ROOT, _free_port_pair
 from tests.streams import oracle
 from tests.streams.label_oracle import final_labels
-from tests.streams.support import Produced, consume, produce_log, running_worker, stats
+from tests.streams.support import (
+    Produced,
+    consume,
+    processed,
+    produce_log,
+    running_worker,
+    stats,
+)
 from tests.streams.test_features_stream import (
     all_features_done,
     check_feature_records,
@@ -48,11 +55,6 @@ def own_broker() -> Iterator[LocalKafka]:
         shutil.rmtree(kafka.home, ignore_errors=True)
 
 
-def _processed(settings: Any) -> int:
-    doc = stats(settings)
-    return sum(doc["events"].values()) if doc else 0
-
-
 def test_the_worker_survives_a_broker_restart(own_broker: LocalKafka, unique_prefix: str,
                                               tmp_path: Path) -> None:
     # the idle advance moves a quiet input's watermark by wall-clock time: 30 s keeps
@@ -69,7 +71,7 @@ def test_the_worker_survives_a_broker_restart(own_broker: LocalKafka, unique_pre
         log: list[Produced] = produce_log(settings, records[:half])
         first = len(oracle.valid_events(log))
         deadline = time.monotonic() + 120
-        while _processed(settings) < first:  # the first half is in (and committing)
+        while processed(settings) < first:  # the first half is in (and committing)
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.3)
         own_broker.stop()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,15 @@ from freshet.topics import create_topics
 from tests.conftest import free_port
 from tests.streams import oracle
 from tests.streams.label_oracle import final_labels
-from tests.streams.support import Produced, Worker, consume, produce_log, settings_env, stats
+from tests.streams.support import (
+    Produced,
+    Worker,
+    consume,
+    http_get,
+    produce_log,
+    settings_env,
+    stats,
+)
 from tests.streams.test_features_stream import (
     all_features_done,
     check_feature_records,
@@ -46,14 +52,6 @@ def _worker_settings(base: Settings, i: int, tmp_path: Path) -> Settings:
     return Settings.from_env(env)
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, str], Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, dict(resp.headers), orjson.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), orjson.loads(err.read())
-
-
 def _wait_stable(workers: list[Worker], timeout_s: float = 90) -> dict[int, dict[str, list[int]]]:
     """Wait until the running workers own every partition between them, each once."""
     deadline = time.monotonic() + timeout_s
@@ -63,7 +61,7 @@ def _wait_stable(workers: list[Worker], timeout_s: float = 90) -> dict[int, dict
             owned = {port: d["owned"] for port, d in docs.items() if d is not None}
             ok = all(sorted(p for o in owned.values() for p in o[entity])
                      == list(range(PARTITIONS)) for entity in ("user", "item"))
-            ready = all(_get(port, "/ready")[0] == 200 for port in owned)
+            ready = all(http_get(port, "/ready")[0] == 200 for port in owned)
             if ok and ready:
                 return owned
         assert time.monotonic() < deadline, f"group not stable: {docs}"
@@ -81,7 +79,7 @@ def _check_read_path_everywhere(workers: list[Worker], got: dict[str, list[Any]]
             latest[rec["id"]] = {k: v for k, v in rec.items() if k != "source"}
         for key in sorted(keyed[entity])[:12]:
             for w in workers:
-                status, headers, body = _get(w.settings.web_port, f"/features/{entity}/{key}")
+                status, headers, body = http_get(w.settings.web_port, f"/features/{entity}/{key}")
                 assert status == 200, (entity, key, status, body)
                 assert body == latest[key], (entity, key)
                 me = f"{w.settings.web_host}:{w.settings.web_port}"
