@@ -15,7 +15,7 @@ repartition topic, ends in one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -60,3 +60,37 @@ class Positions:
         if known is None:  # nothing read yet, from the log's start
             return max(0, high - max(low, 0))
         return max(0, high - known)
+
+    def lag(self, owned: Sequence[tuple[Any, TopicPartition]]) -> dict[Part, int] | None:
+        """Records not read yet per (consumer, partition); None if any is not known."""
+        lag: dict[Part, int] = {}
+        for consumer, tp in owned:
+            behind = self.behind(consumer, tp)
+            if behind is None:
+                return None  # a partition just moved, or its end is not fetched yet
+            lag[(tp.topic, tp.partition)] = behind
+        return lag
+
+
+def past_markers(offsets: dict[Part, int], group: Any, group_topic: str,
+                 follower: Any) -> None:
+    """Raise the offsets to commit to librdkafka's positions where those are past a
+    transaction marker after the last record (Kafka Streams commits positions too): a
+    restart there then starts at the partition's end, not one marker before it.
+
+    ``group`` reads ``group_topic``; ``follower`` every other topic in ``offsets``.
+    """
+    for consumer, tps in ((group, [TopicPartition(t, p) for t, p in offsets
+                                   if t == group_topic]),
+                          (follower, [TopicPartition(t, p) for t, p in offsets
+                                      if t != group_topic])):
+        if not tps:
+            continue
+        try:
+            positions = consumer.position(tps)
+        except KafkaException:
+            continue  # the record offsets are right too, only a marker short
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            if tp.offset > offsets[key]:
+                offsets[key] = int(tp.offset)

@@ -49,7 +49,8 @@ from freshet.settings import Settings
 from streams import kafka
 from streams.batches import Batch, BatchSizes, Pending, partitioner
 from streams.checkpoints import Part
-from streams.positions import Positions
+from streams.follower import Follower
+from streams.positions import Positions, past_markers
 from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
@@ -84,8 +85,6 @@ class Worker:
 
         self._assigned: set[Part] = set()
         self._to_restore: set[Part] = set()
-        self._follow_add: set[int] = set()
-        self._follow_drop: set[int] = set()
         self._inflight: tuple[Future[float], Batch] | None = None
         self._positions = Positions()
         self._needs_reset = False
@@ -140,7 +139,9 @@ class Worker:
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
-        self.follower = Consumer(kafka.follower_consumer(s))
+        self.follow = Follower(Consumer(kafka.follower_consumer(s)), self.names,
+                               self.has_items, self.label_config is not None,
+                               self._positions, s.broker_wait_ms / 1000)
         self._subscribe()
         self.running = True
         last_idle = last_report = time.monotonic()
@@ -168,7 +169,7 @@ class Worker:
             if clean:
                 self._mark()  # a clean stop: the next start reads no changelog
             self.group.close()
-            self.follower.close()
+            self.follow.consumer.close()
             self.txn.close()
             self.states.close()
 
@@ -248,9 +249,8 @@ class Worker:
         for tp in committed:
             self.group.seek(TopicPartition(tp.topic, tp.partition,
                                            tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self._follow_add |= {p for _, p in self._assigned}
-        self._follow_drop |= set(self._follow_add)
-        self._sync_follower()
+        self.follow.refollow(p for _, p in self._assigned)
+        self.follow.sync(self.group)
 
     # -- assignment -------------------------------------------------------------------
 
@@ -260,8 +260,7 @@ class Worker:
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._to_restore.add((tp.topic, tp.partition))
-            self._follow_add.add(tp.partition)
-            self._follow_drop.discard(tp.partition)
+        self.follow.follow(tp.partition for tp in partitions)
         log.info("assigned %s", _tps(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -275,8 +274,7 @@ class Worker:
                 self._to_restore.discard((tp.topic, tp.partition))
                 self.users.pop(tp.partition, None)
                 self.items.pop(tp.partition, None)
-                self._follow_drop.add(tp.partition)
-                self._follow_add.discard(tp.partition)
+        self.follow.unfollow(tp.partition for tp in partitions)
         self._positions.drop((tp.topic, tp.partition) for tp in partitions)
         log.info("revoked %s", _tps(partitions))
 
@@ -297,8 +295,7 @@ class Worker:
         with self.lock:
             self.users.clear()
             self.items.clear()
-        self._follow_drop |= {p for _, p in self._assigned}
-        self._follow_add.clear()
+        self.follow.unfollow(p for _, p in self._assigned)
         self._assigned.clear()
         self._to_restore.clear()
         self._positions.clear()
@@ -309,33 +306,7 @@ class Worker:
         except (KafkaException, RuntimeError) as exc:
             log.info("closing the failed group consumer: %s", exc)
         self._subscribe()
-        self._sync_follower()
-
-    def _follower_tps(self, p: int) -> list[TopicPartition]:
-        """What task ``p`` reads besides ``predictions``: clicks, snapshots, item events."""
-        out = [TopicPartition(self.names["clicks"], p)]
-        if self.has_items:
-            if self.label_config is not None:
-                out.append(TopicPartition(self.names["item_snapshots"], p))
-            out.append(TopicPartition(self.names["items_repartition"], p))
-        return out
-
-    def _sync_follower(self) -> None:
-        if self._follow_drop:
-            drop = [tp for p in sorted(self._follow_drop) for tp in self._follower_tps(p)]
-            self.follower.incremental_unassign(drop)
-            self._positions.drop((tp.topic, tp.partition) for tp in drop)
-            self._follow_drop.clear()
-        if self._follow_add:
-            tps = [tp for p in sorted(self._follow_add) for tp in self._follower_tps(p)]
-            committed = kafka.committed_offsets(self.group, tps,
-                                                self.settings.broker_wait_ms / 1000)
-            start = [TopicPartition(tp.topic, tp.partition,
-                                    tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                     for tp in committed]
-            self._positions.start(committed)
-            self.follower.incremental_assign(start)
-            self._follow_add.clear()
+        self.follow.sync(self.group)
 
     def _restore(self) -> None:
         """Rebuild newly assigned partitions (changelogs, local store) before their input."""
@@ -385,8 +356,8 @@ class Worker:
     def _consume(self, timeout_s: float) -> list[Any]:
         n = self.settings.batch_max_events
         msgs: list[Any] = self.group.consume(num_messages=n, timeout=timeout_s)
-        self._sync_follower()
-        msgs += self.follower.consume(num_messages=n, timeout=0)
+        self.follow.sync(self.group)
+        msgs += self.follow.consumer.consume(num_messages=n, timeout=0)
         return msgs
 
     def _collect(self) -> Pending | None:
@@ -432,32 +403,12 @@ class Worker:
                                          msg.value()))
             pending.offsets[(topic, p)] = offset + 1
             pending.count += 1
-        self._past_markers(pending.offsets)
+        past_markers(pending.offsets, self.group, self.names["predictions"], self.follow.consumer)
         return pending
-
-    def _past_markers(self, offsets: dict[Part, int]) -> None:
-        """Commit librdkafka's positions where they are past a transaction marker after
-        the last record (as Kafka Streams commits positions): a restart there then
-        starts at the partition's end, not one marker before it."""
-        predictions = self.names["predictions"]
-        for consumer, tps in ((self.group, [TopicPartition(t, p) for t, p in offsets
-                                            if t == predictions]),
-                              (self.follower, [TopicPartition(t, p) for t, p in offsets
-                                               if t != predictions])):
-            if not tps:
-                continue
-            try:
-                positions = consumer.position(tps)
-            except KafkaException:
-                continue  # the record offsets are right too, only one marker short
-            for tp in positions:
-                key = (tp.topic, tp.partition)
-                if tp.offset > offsets[key]:
-                    offsets[key] = tp.offset
 
     def _caught_up(self, p: int) -> Callable[[str], bool]:
         def caught_up(source: str) -> bool:
-            consumer = self.group if source == "predictions" else self.follower
+            consumer = self.group if source == "predictions" else self.follow.consumer
             # not known (e.g. just reassigned): not caught up
             return self._positions.behind(consumer, TopicPartition(self.names[source], p)) == 0
         return caught_up
@@ -497,15 +448,10 @@ class Worker:
 
     def _measure_lag(self) -> dict[Part, int] | None:
         """Records left to read per assigned input partition (librdkafka's cached ends)."""
-        lag: dict[Part, int] = {}
         owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
-        owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
-        for consumer, tp in owned:
-            behind = self._positions.behind(consumer, tp)
-            if behind is None:
-                return None  # not known now (a partition just moved, or not fetched yet)
-            lag[(tp.topic, tp.partition)] = behind
-        return lag
+        owned += [(self.follow.consumer, tp)
+                  for p in sorted(self.users) for tp in self.follow.tps(p)]
+        return self._positions.lag(owned)
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, why): assigned, every partition restored, and the lag known."""

@@ -12,6 +12,7 @@ import pytest
 from freshet.generator import GeneratorConfig, generate
 from freshet.topics import create_topics
 from tests.streams import oracle
+from tests.streams.expected import Expected
 from tests.streams.label_oracle import final_labels
 from tests.streams.support import (
     Worker,
@@ -93,7 +94,7 @@ def test_a_restart_with_nothing_new_to_read_still_closes_the_labels(
         while processed(settings) < len(events):
             assert time.monotonic() < deadline, first.log_tail()
             time.sleep(0.1)
-    expected = final_labels(events, WINDOW, SKEW, HORIZON)
+    expected = Expected(log, features=False)
     read_until = time.monotonic() + 3
 
     def read_for_a_while(got: dict[str, list[Any]]) -> bool:
@@ -101,22 +102,12 @@ def test_a_restart_with_nothing_new_to_read_still_closes_the_labels(
 
     before = finals(consume(settings, ["labels"], read_for_a_while)["labels"])
     assert time.monotonic() - produced_at < idle_ms / 1000, "the first worker ran too long"
-    assert len(before) < len(expected), "the test needs labels still open at the restart"
+    assert len(before) < len(expected.labels), "the test needs labels still open at the restart"
 
     with running_worker(settings, tmp_path / "worker-2.log") as second:
-        def done(got: dict[str, list[Any]]) -> bool:
-            return (len(finals(got["labels"])) >= len(expected)
-                    and len({orjson.loads(m.value())["prediction_id"]
-                             for m in got["training_examples"]}) >= len(expected))
-
-        got = consume(settings, ["labels", "training_examples"], done,
+        got = consume(settings, ["labels", "training_examples"], expected.done,
                       timeout_s=idle_ms / 1000 + 60, worker=second)
         ready = http_get(settings.web_port, "/ready")[2]
-    labels = finals(got["labels"])
-    assert set(labels) == set(expected)
-    for pid, want in expected.items():
-        assert {k: labels[pid][k] for k in want} == want, pid
-    examples = [orjson.loads(m.value())["prediction_id"] for m in got["training_examples"]]
-    assert sorted(examples) == sorted(expected), "one training example per prediction"
+    expected.check(got)
     # everything was read before the restart: nothing is behind (it once said `high`)
     assert ready == {"ready": True, "reason": "0 records behind"}

@@ -22,7 +22,7 @@ from freshet.settings import Settings
 from freshet.topics import create_topics
 from tests.conftest import free_port
 from tests.streams import oracle
-from tests.streams.label_oracle import final_labels
+from tests.streams.expected import TOPICS, Expected
 from tests.streams.support import (
     Produced,
     Worker,
@@ -34,10 +34,9 @@ from tests.streams.support import (
 )
 from tests.streams.test_features_stream import (
     all_features_done,
-    check_feature_records,
     make_settings,
 )
-from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
+from tests.streams.test_labels_stream import LABEL_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
@@ -135,33 +134,10 @@ def test_workers_join_and_leave_mid_stream(kafka_bootstrap: str, unique_prefix: 
         survivors = workers[2:] if n_workers == 3 else workers[1:]
         _wait_stable(survivors, timeout_s=120)
 
-        events = oracle.valid_events(log)
-        keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
-        expected = final_labels(events, WINDOW, SKEW, HORIZON)
-        features_done = all_features_done(keyed, 0)
-
-        def done(got: dict[str, list[Any]]) -> bool:
-            return (features_done(got) and len(finals(got["labels"])) >= len(expected)
-                    and len({orjson.loads(m.value())["prediction_id"]
-                             for m in got["training_examples"]}) >= len(expected))
-
-        got = consume(base, ["features_user", "features_item", "labels", "training_examples",
-                             "dead_letters"], done, timeout_s=240)
+        expected = Expected(log)
+        got = consume(base, TOPICS, expected.done, timeout_s=240)
     finally:
         for worker in workers:
             worker.stop()
 
-    assert check_feature_records("user", got["features_user"], keyed["user"]) == set(keyed["user"])
-    assert check_feature_records("item", got["features_item"], keyed["item"]) == set(keyed["item"])
-    labels = finals(got["labels"])  # fails on two different finals or differing repeats
-    assert set(labels) == set(expected)
-    for pid, want in expected.items():
-        assert {k: labels[pid][k] for k in want} == want, pid
-    examples: dict[str, int] = {}
-    for msg in got["training_examples"]:
-        pid = orjson.loads(msg.value())["prediction_id"]
-        examples[pid] = examples.get(pid, 0) + 1
-    assert set(examples) == set(expected)
-    assert max(examples.values()) == 1, "one training example per prediction (read_committed)"
-    malformed = sum(1 for p in log if p.record.malformed is not None)
-    assert len(got["dead_letters"]) == malformed
+    expected.check(got)
