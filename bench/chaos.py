@@ -48,11 +48,8 @@ figure.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import random
-import shutil
 import sys
 import threading
 import time
@@ -70,14 +67,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
 
-from bench._common import ROOT, free_port, stop_all  # noqa: E402
+from bench._common import free_port  # noqa: E402
+from bench._own_run import run_on_own_broker  # noqa: E402
 from bench._supervise import (  # noqa: E402
     GroupLag,
     OwnBroker,
     PacedProducer,
     WorkerProc,
     client_config,
-    code_version,
     pyspy_dump,
     summarize,
     worker_settings,
@@ -823,34 +820,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    work = ROOT / "var" / f"chaos-run-{time.strftime('%H%M%S')}"
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    load0 = os.getloadavg()[0]
-    broker = OwnBroker("chaos")
-    ok = False
-    doc: dict[str, Any] = {}
-    try:
-        broker.start()
-        doc = run(args, work, broker)
+
+    def judge(doc: dict[str, Any]) -> bool:
         doc["headline"] = headline(doc)
-        ok = clean(doc)
-    finally:
-        stop_all()
-        broker.stop(remove=ok and not args.keep)
-        if ok and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    doc = {"run": {"started": started, "code": code_version(), "cores": os.cpu_count(),
-                   "load_1min_start": load0, "load_1min_end": os.getloadavg()[0],
-                   "work_dir": None if ok and not args.keep else str(work),
-                   "args": {k: str(v) for k, v in vars(args).items()}},
-           "clean": ok, **doc}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=1, default=str))
-    print(json.dumps({"clean": ok, **doc.get("headline", {})}, indent=1))  # the summary
-    return 0 if ok else 1
+        return clean(doc)
+
+    def summary(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"clean": doc["clean"], **doc.get("headline", {})}
+
+    return run_on_own_broker("chaos", args, lambda work, broker: run(args, work, broker),
+                             judge, "clean", summary)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,7 @@ figure and the whole series.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -53,14 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
 
-from bench._common import ROOT, stop_all  # noqa: E402
+from bench._own_run import run_on_own_broker  # noqa: E402
 from bench._supervise import (  # noqa: E402
     GroupLag,
     OwnBroker,
     PacedProducer,
     WorkerProc,
     client_config,
-    code_version,
     dir_bytes,
     rss_kib,
     summarize,
@@ -295,36 +291,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    work = ROOT / "var" / f"soak-run-{time.strftime('%H%M%S')}"
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    load0 = os.getloadavg()[0]
-    broker = OwnBroker("soak")
-    ok = False
-    doc: dict[str, Any] = {}
-    try:
-        broker.start()
-        doc = run(args, work, broker)
-        ok = doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
-    finally:
-        stop_all()
-        broker.stop(remove=ok and not args.keep)
-        if ok and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    doc = {"run": {"started": started, "code": code_version(), "cores": os.cpu_count(),
-                   "broker": "own (LocalKafka, var/soak-kafka-<port>)",
-                   "load_1min_start": load0, "load_1min_end": os.getloadavg()[0],
-                   "work_dir": None if ok and not args.keep else str(work),
-                   "args": {k: str(v) for k, v in vars(args).items()}}, "ok": ok, **doc}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=1, default=str))
-    rss = doc.get("rss", {})
-    print(json.dumps({"ok": ok, "rss": rss, "lag_s": doc.get("lag_s"),
-                      "state": {k: v for k, v in doc.get("state", {}).items()
-                                if k != "stats_end"}}, indent=1))  # the summary
-    return 0 if ok else 1
+
+    def judge(doc: dict[str, Any]) -> bool:
+        return doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
+
+    def summary(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": doc["ok"], "rss": doc.get("rss", {}), "lag_s": doc.get("lag_s"),
+                "state": {k: v for k, v in doc.get("state", {}).items() if k != "stats_end"}}
+
+    return run_on_own_broker("soak", args, lambda work, broker: run(args, work, broker),
+                             judge, "ok", summary,
+                             broker="own (LocalKafka, var/soak-kafka-<port>)")
 
 
 if __name__ == "__main__":

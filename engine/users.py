@@ -358,6 +358,10 @@ class UserPartition:
         result = Result()
         last = self.last_progress_wall_ms
         if last is None:
+            # nothing read since a restore: the idle clock starts now, so a restored
+            # partition whose inputs stay quiet still closes its labels
+            if self.max_ms[CLICKS] != NONE or self.max_ms[PREDICTIONS] != NONE:
+                self._note_progress(now_wall_ms, grew=(False, False))
             return result
         active: list[int] = []
         seen: list[int] = []

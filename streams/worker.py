@@ -49,6 +49,8 @@ from freshet.settings import Settings
 from streams import kafka
 from streams.batches import Batch, BatchSizes, Pending, partitioner
 from streams.checkpoints import Part
+from streams.follower import Follower
+from streams.positions import Positions, past_markers
 from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
@@ -83,9 +85,8 @@ class Worker:
 
         self._assigned: set[Part] = set()
         self._to_restore: set[Part] = set()
-        self._follow_add: set[int] = set()
-        self._follow_drop: set[int] = set()
         self._inflight: tuple[Future[float], Batch] | None = None
+        self._positions = Positions()
         self._needs_reset = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,7 +139,9 @@ class Worker:
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = Consumer(kafka.group_consumer(s))
-        self.follower = Consumer(kafka.follower_consumer(s))
+        self.follow = Follower(Consumer(kafka.follower_consumer(s)), self.names,
+                               self.has_items, self.label_config is not None,
+                               self._positions, s.broker_wait_ms / 1000)
         self._subscribe()
         self.running = True
         last_idle = last_report = time.monotonic()
@@ -166,7 +169,7 @@ class Worker:
             if clean:
                 self._mark()  # a clean stop: the next start reads no changelog
             self.group.close()
-            self.follower.close()
+            self.follow.consumer.close()
             self.txn.close()
             self.states.close()
 
@@ -240,13 +243,14 @@ class Worker:
             self.items.clear()
         self._to_restore |= self._assigned
         group_tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        for tp in kafka.committed_offsets(self.group, group_tps,
-                                          self.settings.broker_wait_ms / 1000):
+        committed = kafka.committed_offsets(self.group, group_tps,
+                                            self.settings.broker_wait_ms / 1000)
+        self._positions.start(committed)
+        for tp in committed:
             self.group.seek(TopicPartition(tp.topic, tp.partition,
                                            tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self._follow_add |= {p for _, p in self._assigned}
-        self._follow_drop |= set(self._follow_add)
-        self._sync_follower()
+        self.follow.refollow(p for _, p in self._assigned)
+        self.follow.sync(self.group)
 
     # -- assignment -------------------------------------------------------------------
 
@@ -256,8 +260,7 @@ class Worker:
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._to_restore.add((tp.topic, tp.partition))
-            self._follow_add.add(tp.partition)
-            self._follow_drop.discard(tp.partition)
+        self.follow.follow(tp.partition for tp in partitions)
         log.info("assigned %s", _tps(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -271,8 +274,8 @@ class Worker:
                 self._to_restore.discard((tp.topic, tp.partition))
                 self.users.pop(tp.partition, None)
                 self.items.pop(tp.partition, None)
-                self._follow_drop.add(tp.partition)
-                self._follow_add.discard(tp.partition)
+        self.follow.unfollow(tp.partition for tp in partitions)
+        self._positions.drop((tp.topic, tp.partition) for tp in partitions)
         log.info("revoked %s", _tps(partitions))
 
     def _subscribe(self) -> None:
@@ -292,10 +295,10 @@ class Worker:
         with self.lock:
             self.users.clear()
             self.items.clear()
-        self._follow_drop |= {p for _, p in self._assigned}
-        self._follow_add.clear()
+        self.follow.unfollow(p for _, p in self._assigned)
         self._assigned.clear()
         self._to_restore.clear()
+        self._positions.clear()
         self.lag = None
         old, self.group = self.group, Consumer(kafka.group_consumer(self.settings))
         try:
@@ -303,37 +306,17 @@ class Worker:
         except (KafkaException, RuntimeError) as exc:
             log.info("closing the failed group consumer: %s", exc)
         self._subscribe()
-        self._sync_follower()
-
-    def _follower_tps(self, p: int) -> list[TopicPartition]:
-        """What task ``p`` reads besides ``predictions``: clicks, snapshots, item events."""
-        out = [TopicPartition(self.names["clicks"], p)]
-        if self.has_items:
-            if self.label_config is not None:
-                out.append(TopicPartition(self.names["item_snapshots"], p))
-            out.append(TopicPartition(self.names["items_repartition"], p))
-        return out
-
-    def _sync_follower(self) -> None:
-        if self._follow_drop:
-            drop = [tp for p in sorted(self._follow_drop) for tp in self._follower_tps(p)]
-            self.follower.incremental_unassign(drop)
-            self._follow_drop.clear()
-        if self._follow_add:
-            tps = [tp for p in sorted(self._follow_add) for tp in self._follower_tps(p)]
-            committed = kafka.committed_offsets(self.group, tps,
-                                                self.settings.broker_wait_ms / 1000)
-            start = [TopicPartition(tp.topic, tp.partition,
-                                    tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                     for tp in committed]
-            self.follower.incremental_assign(start)
-            self._follow_add.clear()
+        self.follow.sync(self.group)
 
     def _restore(self) -> None:
         """Rebuild newly assigned partitions (changelogs, local store) before their input."""
         if self.states is None:
             raise RuntimeError("restore before the worker runs")
         users = sorted(p for t, p in self._to_restore if t == self.names["predictions"])
+        # where the group starts these (their committed offsets): see streams.positions
+        self._positions.start(kafka.committed_offsets(
+            self.group, [TopicPartition(self.names["predictions"], p) for p in users],
+            self.settings.broker_wait_ms / 1000))
         items = users if self.has_items else []
         parts = [(self.changelogs["user"], p) for p in users]
         if self.label_config is not None:
@@ -373,8 +356,8 @@ class Worker:
     def _consume(self, timeout_s: float) -> list[Any]:
         n = self.settings.batch_max_events
         msgs: list[Any] = self.group.consume(num_messages=n, timeout=timeout_s)
-        self._sync_follower()
-        msgs += self.follower.consume(num_messages=n, timeout=0)
+        self.follow.sync(self.group)
+        msgs += self.follow.consumer.consume(num_messages=n, timeout=0)
         return msgs
 
     def _collect(self) -> Pending | None:
@@ -420,18 +403,14 @@ class Worker:
                                          msg.value()))
             pending.offsets[(topic, p)] = offset + 1
             pending.count += 1
+        past_markers(pending.offsets, self.group, self.names["predictions"], self.follow.consumer)
         return pending
 
     def _caught_up(self, p: int) -> Callable[[str], bool]:
         def caught_up(source: str) -> bool:
-            consumer = self.group if source == "predictions" else self.follower
-            tp = TopicPartition(self.names[source], p)
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                (pos,) = consumer.position([tp])
-            except KafkaException:  # not known now (e.g. just reassigned): not caught up
-                return False
-            return high >= 0 and pos.offset >= 0 and pos.offset >= high
+            consumer = self.group if source == "predictions" else self.follow.consumer
+            # not known (e.g. just reassigned): not caught up
+            return self._positions.behind(consumer, TopicPartition(self.names[source], p)) == 0
         return caught_up
 
     def _process(self, pending: Pending, idle: bool, report: bool) -> Batch | None:
@@ -469,19 +448,10 @@ class Worker:
 
     def _measure_lag(self) -> dict[Part, int] | None:
         """Records left to read per assigned input partition (librdkafka's cached ends)."""
-        lag: dict[Part, int] = {}
         owned = [(self.group, TopicPartition(t, p)) for t, p in sorted(self._assigned)]
-        owned += [(self.follower, tp) for p in sorted(self.users) for tp in self._follower_tps(p)]
-        for consumer, tp in owned:
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                (pos,) = consumer.position([tp])
-            except KafkaException:
-                return None  # not known now (a partition just moved)
-            if high < 0:
-                return None  # not fetched yet
-            lag[(tp.topic, tp.partition)] = max(0, high - pos.offset) if pos.offset >= 0 else high
-        return lag
+        owned += [(self.follow.consumer, tp)
+                  for p in sorted(self.users) for tp in self.follow.tps(p)]
+        return self._positions.lag(owned)
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, why): assigned, every partition restored, and the lag known."""

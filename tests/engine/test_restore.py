@@ -109,3 +109,28 @@ def test_restored_from_the_compacted_changelog_it_goes_on_the_same(
             start += len(ahead)
             checked += 1
     assert checked > 3
+
+
+def test_a_restored_partition_with_quiet_inputs_still_closes_its_labels() -> None:
+    # after a restart with nothing new to read, the idle clock starts at the restore:
+    # the same wall time later, the restored partition closes what the original does
+    catalog = Settings().load_catalog()
+    records = _records(5, predictions=400)
+    pipe = Pipeline(catalog)
+    now_ms, idle_ms = 1_000, 10_000
+    for start in range(0, len(records), 100):
+        pipe.run(records[start:start + 100], now_ms)
+    twin = pipe.restored(catalog)
+    wait_ms = idle_ms + 120_000  # past every pending prediction's window
+
+    def caught_up(source: str) -> bool:
+        return True
+
+    original = pipe.user.advance_idle(now_ms + wait_ms, idle_ms, caught_up)
+    later = 50_000  # the restart happens later in wall time
+    assert twin.user.advance_idle(now_ms + later, idle_ms, caught_up).outputs == []
+    restored = twin.user.advance_idle(now_ms + later + wait_ms, idle_ms, caught_up)
+    closed = [o for o in original.outputs if o.topic == "labels"]
+    assert closed, "the test needs labels still pending at the restart"
+    assert [(o.topic, o.key, o.value) for o in restored.outputs] == [
+        (o.topic, o.key, o.value) for o in original.outputs]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,21 @@ def stats(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
+def http_get(port: int, path: str, timeout_s: float = 5) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body) of a GET on a worker's web server (errors included)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
+            return int(resp.status), dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), dict(err.headers), json.loads(err.read())
+
+
+def processed(settings: Settings) -> int:
+    """Input events the worker has run through its engine (0 while it is not serving)."""
+    doc = stats(settings)
+    return sum(doc["events"].values()) if doc else 0
+
+
 class Worker:
     """A ``freshet worker`` subprocess this test started (ended by its own PID)."""
 
@@ -111,10 +127,36 @@ class Worker:
             self.proc.wait(timeout=10)
 
     def log_tail(self, n: int = 40) -> str:
+        """The log's last ``n`` lines, without librdkafka's per-partition metadata noise."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        return "\n".join([line for line in lines if _NOISE not in line][-n:])
+
+    def thread_stacks(self, frames: int = 8) -> str:
+        """The innermost frames of the worker's own threads (SIGUSR1: mode's stack dump).
+
+        A timed-out test says where the worker is stuck, not only what it last logged.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return "(the worker is not running)"
+        start = self.log_path.stat().st_size
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            dump = f.read().decode(errors="replace").splitlines()
+        out: list[str] = []
+        for i, line in enumerate(dump):
+            if line.startswith("THREAD freshet"):
+                stack = []
+                for frame_line in dump[i + 2:]:
+                    if frame_line.startswith("-----"):
+                        break
+                    stack.append(frame_line)
+                out += [line, *stack[-2 * frames:]]
+        return "\n".join(out) or "(no stack dump)"
 
 
 @contextmanager
@@ -126,6 +168,9 @@ def running_worker(settings: Settings, log_path: Path) -> Iterator[Worker]:
     finally:
         worker.stop()
 
+
+#: librdkafka's per-partition leader lines after a broker restart: hundreds, no news
+_NOISE = "METADATAUPDATE"
 
 #: No new output for this long while not done: the worker has stalled. With
 #: ``max_restarts`` > 0, ``consume`` then restarts it, as a supervisor would (logged).
@@ -161,10 +206,11 @@ def consume(settings: Settings, logical_topics: list[str],
                 last_progress = time.monotonic()
                 deadline += STALL_S + 30
             if now > deadline:
-                tail = worker.log_tail() if worker else ""
                 sizes = {k: len(v) for k, v in got.items()}
                 why = getattr(done, "explain", lambda g: "")(got)
-                raise AssertionError(f"timed out; got {sizes}; {why}\nworker log:\n{tail}")
+                where = (f"\nworker threads:\n{worker.thread_stacks()}\nworker log:\n"
+                         f"{worker.log_tail()}" if worker else "")
+                raise AssertionError(f"timed out; got {sizes}; {why}{where}")
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error() is None:
                     got[names[msg.topic()]].append(msg)

@@ -13,9 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from freshet.generator import GeneratorConfig, generate
@@ -23,14 +21,17 @@ from freshet.kafka_local import LocalKafka
 from freshet.topics import create_topics
 from tests.conftest import ROOT, _free_port_pair
 from tests.streams import oracle
-from tests.streams.label_oracle import final_labels
-from tests.streams.support import Produced, consume, produce_log, running_worker, stats
-from tests.streams.test_features_stream import (
-    all_features_done,
-    check_feature_records,
-    make_settings,
+from tests.streams.expected import TOPICS, Expected
+from tests.streams.support import (
+    Produced,
+    consume,
+    processed,
+    produce_log,
+    running_worker,
+    stats,
 )
-from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
+from tests.streams.test_features_stream import make_settings
+from tests.streams.test_labels_stream import LABEL_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
@@ -46,11 +47,6 @@ def own_broker() -> Iterator[LocalKafka]:
     finally:
         kafka.stop()
         shutil.rmtree(kafka.home, ignore_errors=True)
-
-
-def _processed(settings: Any) -> int:
-    doc = stats(settings)
-    return sum(doc["events"].values()) if doc else 0
 
 
 def test_the_worker_survives_a_broker_restart(own_broker: LocalKafka, unique_prefix: str,
@@ -69,7 +65,7 @@ def test_the_worker_survives_a_broker_restart(own_broker: LocalKafka, unique_pre
         log: list[Produced] = produce_log(settings, records[:half])
         first = len(oracle.valid_events(log))
         deadline = time.monotonic() + 120
-        while _processed(settings) < first:  # the first half is in (and committing)
+        while processed(settings) < first:  # the first half is in (and committing)
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.3)
         own_broker.stop()
@@ -77,32 +73,13 @@ def test_the_worker_survives_a_broker_restart(own_broker: LocalKafka, unique_pre
         own_broker.start()
         log += produce_log(settings, records[half:])
 
-        events = oracle.valid_events(log)
-        keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
-        expected = final_labels(events, WINDOW, SKEW, HORIZON)
-        features_done = all_features_done(keyed, 0)
-
-        def done(got: dict[str, list[Any]]) -> bool:
-            return (features_done(got) and len(finals(got["labels"])) >= len(expected)
-                    and len({orjson.loads(m.value())["prediction_id"]
-                             for m in got["training_examples"]}) >= len(expected))
+        expected = Expected(log)
 
         try:
-            got = consume(settings, ["features_user", "features_item", "labels",
-                                     "training_examples", "dead_letters"], done,
-                          timeout_s=240, worker=worker)
+            got = consume(settings, TOPICS, expected.done, timeout_s=240, worker=worker)
         except AssertionError as exc:  # with what the worker says it is waiting for
             raise AssertionError(f"{exc}\nworker /stats: {stats(settings)}") from None
         assert worker.proc is not None and worker.proc.poll() is None, (
             f"the worker exited at the broker restart:\n{worker.log_tail()}")
 
-    assert check_feature_records("user", got["features_user"], keyed["user"]) == set(keyed["user"])
-    assert check_feature_records("item", got["features_item"], keyed["item"]) == set(keyed["item"])
-    labels = finals(got["labels"])  # fails on two different finals or differing repeats
-    assert set(labels) == set(expected)
-    for pid, want in expected.items():
-        assert {k: labels[pid][k] for k in want} == want, pid
-    examples = [orjson.loads(m.value())["prediction_id"] for m in got["training_examples"]]
-    assert sorted(examples) == sorted(expected), "one training example per prediction"
-    malformed = sum(1 for p in log if p.record.malformed is not None)
-    assert len(got["dead_letters"]) == malformed
+    expected.check(got)

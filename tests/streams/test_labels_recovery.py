@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,17 @@ import pytest
 from freshet.generator import GeneratorConfig, generate
 from freshet.topics import create_topics
 from tests.streams import oracle
+from tests.streams.expected import Expected
 from tests.streams.label_oracle import final_labels
-from tests.streams.support import Worker, consume, produce_log, produce_then_kill
+from tests.streams.support import (
+    Worker,
+    consume,
+    http_get,
+    processed,
+    produce_log,
+    produce_then_kill,
+    running_worker,
+)
 from tests.streams.test_features_stream import make_settings
 from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
 
@@ -62,3 +72,42 @@ def test_labels_survive_sigkill_and_restart(kafka_bootstrap: str, unique_prefix:
         assert {k: labels[pid][k] for k in want} == want, pid
     examples = {orjson.loads(m.value())["prediction_id"] for m in got["training_examples"]}
     assert examples == set(expected)
+
+
+def test_a_restart_with_nothing_new_to_read_still_closes_the_labels(
+        kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> None:
+    # the first worker reads everything and stops before its idle advance (20 s) closes
+    # the last labels; the second is assigned every partition at its end and nothing
+    # new arrives: its idle advance must close them (it once waited for a record that
+    # never came: librdkafka knows no position there, and a restore set no idle clock)
+    idle_ms = 20_000
+    settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path,
+                             **{**LABEL_ENV, "FRESHET_IDLE_ADVANCE_MS": str(idle_ms)},
+                             FRESHET_COMMIT_INTERVAL_MS="300")
+    create_topics(settings)
+    records = list(generate(GeneratorConfig(seed=37, users=30, items=20, predictions=600)))
+    with running_worker(settings, tmp_path / "worker-1.log") as first:
+        log = produce_log(settings, records)
+        produced_at = time.monotonic()
+        events = oracle.valid_events(log)
+        deadline = produced_at + idle_ms / 2000
+        while processed(settings) < len(events):
+            assert time.monotonic() < deadline, first.log_tail()
+            time.sleep(0.1)
+    expected = Expected(log, features=False)
+    read_until = time.monotonic() + 3
+
+    def read_for_a_while(got: dict[str, list[Any]]) -> bool:
+        return time.monotonic() > read_until
+
+    before = finals(consume(settings, ["labels"], read_for_a_while)["labels"])
+    assert time.monotonic() - produced_at < idle_ms / 1000, "the first worker ran too long"
+    assert len(before) < len(expected.labels), "the test needs labels still open at the restart"
+
+    with running_worker(settings, tmp_path / "worker-2.log") as second:
+        got = consume(settings, ["labels", "training_examples"], expected.done,
+                      timeout_s=idle_ms / 1000 + 60, worker=second)
+        ready = http_get(settings.web_port, "/ready")[2]
+    expected.check(got)
+    # everything was read before the restart: nothing is behind (it once said `high`)
+    assert ready == {"ready": True, "reason": "0 records behind"}

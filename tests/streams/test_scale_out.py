@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,21 @@ from freshet.settings import Settings
 from freshet.topics import create_topics
 from tests.conftest import free_port
 from tests.streams import oracle
-from tests.streams.label_oracle import final_labels
-from tests.streams.support import Produced, Worker, consume, produce_log, settings_env, stats
+from tests.streams.expected import TOPICS, Expected
+from tests.streams.support import (
+    Produced,
+    Worker,
+    consume,
+    http_get,
+    produce_log,
+    settings_env,
+    stats,
+)
 from tests.streams.test_features_stream import (
     all_features_done,
-    check_feature_records,
     make_settings,
 )
-from tests.streams.test_labels_stream import HORIZON, LABEL_ENV, SKEW, WINDOW, finals
+from tests.streams.test_labels_stream import LABEL_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.restart]
 
@@ -46,14 +51,6 @@ def _worker_settings(base: Settings, i: int, tmp_path: Path) -> Settings:
     return Settings.from_env(env)
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, str], Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, dict(resp.headers), orjson.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), orjson.loads(err.read())
-
-
 def _wait_stable(workers: list[Worker], timeout_s: float = 90) -> dict[int, dict[str, list[int]]]:
     """Wait until the running workers own every partition between them, each once."""
     deadline = time.monotonic() + timeout_s
@@ -63,7 +60,7 @@ def _wait_stable(workers: list[Worker], timeout_s: float = 90) -> dict[int, dict
             owned = {port: d["owned"] for port, d in docs.items() if d is not None}
             ok = all(sorted(p for o in owned.values() for p in o[entity])
                      == list(range(PARTITIONS)) for entity in ("user", "item"))
-            ready = all(_get(port, "/ready")[0] == 200 for port in owned)
+            ready = all(http_get(port, "/ready")[0] == 200 for port in owned)
             if ok and ready:
                 return owned
         assert time.monotonic() < deadline, f"group not stable: {docs}"
@@ -81,7 +78,7 @@ def _check_read_path_everywhere(workers: list[Worker], got: dict[str, list[Any]]
             latest[rec["id"]] = {k: v for k, v in rec.items() if k != "source"}
         for key in sorted(keyed[entity])[:12]:
             for w in workers:
-                status, headers, body = _get(w.settings.web_port, f"/features/{entity}/{key}")
+                status, headers, body = http_get(w.settings.web_port, f"/features/{entity}/{key}")
                 assert status == 200, (entity, key, status, body)
                 assert body == latest[key], (entity, key)
                 me = f"{w.settings.web_host}:{w.settings.web_port}"
@@ -137,33 +134,10 @@ def test_workers_join_and_leave_mid_stream(kafka_bootstrap: str, unique_prefix: 
         survivors = workers[2:] if n_workers == 3 else workers[1:]
         _wait_stable(survivors, timeout_s=120)
 
-        events = oracle.valid_events(log)
-        keyed = {"user": oracle.events_by_user(events), "item": oracle.events_by_item(events)}
-        expected = final_labels(events, WINDOW, SKEW, HORIZON)
-        features_done = all_features_done(keyed, 0)
-
-        def done(got: dict[str, list[Any]]) -> bool:
-            return (features_done(got) and len(finals(got["labels"])) >= len(expected)
-                    and len({orjson.loads(m.value())["prediction_id"]
-                             for m in got["training_examples"]}) >= len(expected))
-
-        got = consume(base, ["features_user", "features_item", "labels", "training_examples",
-                             "dead_letters"], done, timeout_s=240)
+        expected = Expected(log)
+        got = consume(base, TOPICS, expected.done, timeout_s=240)
     finally:
         for worker in workers:
             worker.stop()
 
-    assert check_feature_records("user", got["features_user"], keyed["user"]) == set(keyed["user"])
-    assert check_feature_records("item", got["features_item"], keyed["item"]) == set(keyed["item"])
-    labels = finals(got["labels"])  # fails on two different finals or differing repeats
-    assert set(labels) == set(expected)
-    for pid, want in expected.items():
-        assert {k: labels[pid][k] for k in want} == want, pid
-    examples: dict[str, int] = {}
-    for msg in got["training_examples"]:
-        pid = orjson.loads(msg.value())["prediction_id"]
-        examples[pid] = examples.get(pid, 0) + 1
-    assert set(examples) == set(expected)
-    assert max(examples.values()) == 1, "one training example per prediction (read_committed)"
-    malformed = sum(1 for p in log if p.record.malformed is not None)
-    assert len(got["dead_letters"]) == malformed
+    expected.check(got)

@@ -3,14 +3,11 @@ and a running worker answers ``/health`` and ``/ready``."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from freshet.settings import Settings
 from freshet.topics import create_topics
 from streams.startup import DataDirLock, StartupError
 from tests.conftest import free_port
-from tests.streams.support import ROOT, running_worker, settings_env
+from tests.streams.support import ROOT, http_get, running_worker, settings_env
 from tests.streams.test_features_stream import make_settings
 
 
@@ -35,14 +32,6 @@ def test_a_second_lock_on_a_folder_is_refused_with_the_holder(tmp_path: Path) ->
     again.release()
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
 @pytest.mark.integration
 def test_second_worker_on_a_folder_stops_and_deletes_nothing(
         kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> None:
@@ -50,12 +39,12 @@ def test_second_worker_on_a_folder_stops_and_deletes_nothing(
     create_topics(settings)
     with running_worker(settings, tmp_path / "worker-1.log"):
         deadline = time.monotonic() + 60
-        while _get(settings.web_port, "/ready")[0] != 200:
-            assert time.monotonic() < deadline, _get(settings.web_port, "/ready")
+        while http_get(settings.web_port, "/ready")[0] != 200:
+            assert time.monotonic() < deadline, http_get(settings.web_port, "/ready")
             time.sleep(0.3)
-        status, health = _get(settings.web_port, "/health")
+        status, _, health = http_get(settings.web_port, "/health")
         assert (status, health["alive"]) == (200, True)
-        assert _get(settings.web_port, "/ready")[1]["ready"] is True
+        assert http_get(settings.web_port, "/ready")[2]["ready"] is True
         before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "data").rglob("*"))
         sentinel = tmp_path / "data" / "faust" / settings.app_id / "sentinel"
         sentinel.write_text("mine")
@@ -70,7 +59,7 @@ def test_second_worker_on_a_folder_stops_and_deletes_nothing(
         assert sentinel.read_text() == "mine"
         after = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "data").rglob("*"))
         assert set(before) <= set(after)
-        assert _get(settings.web_port, "/health")[0] == 200  # the first one is unharmed
+        assert http_get(settings.web_port, "/health")[0] == 200  # the first one is unharmed
 
 
 def test_an_unreachable_broker_is_one_clear_error(tmp_path: Path) -> None:
