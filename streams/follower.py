@@ -32,6 +32,8 @@ class Follower:
         self._wait_s = wait_s
         self._add: set[int] = set()
         self._drop: set[int] = set()
+        #: the tasks assigned to the consumer now (only those can be unassigned)
+        self._reading: set[int] = set()
 
     def tps(self, p: int) -> list[TopicPartition]:
         """What task ``p`` reads here: clicks, snapshots, item events."""
@@ -57,17 +59,21 @@ class Follower:
 
     def sync(self, group: Any) -> None:
         """Apply what changed; new tasks start at ``group``'s committed offsets."""
-        if self._drop:
-            drop = [tp for p in sorted(self._drop) for tp in self.tps(p)]
+        tasks = sorted(self._drop & self._reading)
+        self._drop.clear()
+        if tasks:
+            drop = [tp for p in tasks for tp in self.tps(p)]
             self.consumer.incremental_unassign(drop)
             self._positions.drop((tp.topic, tp.partition) for tp in drop)
-            self._drop.clear()
-        if self._add:
-            tps = [tp for p in sorted(self._add) for tp in self.tps(p)]
+            self._reading.difference_update(tasks)
+        tasks = sorted(self._add - self._reading)
+        if tasks:
+            tps = [tp for p in tasks for tp in self.tps(p)]
             committed = kafka.committed_offsets(group, tps, self._wait_s)
             start = [TopicPartition(tp.topic, tp.partition,
                                     tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed]
             self._positions.start(committed)
             self.consumer.incremental_assign(start)
-            self._add.clear()
+            self._reading.update(tasks)
+        self._add.clear()

@@ -33,8 +33,13 @@ class PartitionStates:
         self.local = (LocalStore(settings.data_dir / "state" / settings.app_id)
                       if settings.store == "rocksdb" else None)
         # an idle client for offset queries (a consumer's connection is busy with
-        # long-polling fetches, which delay any other request on it by up to 500 ms)
-        self.meta = Consumer(kafka.restore_consumer(settings))
+        # long-polling fetches, which delay any other request on it by up to 500 ms).
+        # read_uncommitted: its ends are the logs' ends. A read_committed one answers the
+        # last stable offset, which trails a just-committed transaction until the
+        # coordinator has written its markers, so a mark right after a commit (the one
+        # of a clean stop) fell one batch short and the next start read that batch again
+        self.meta = Consumer({**kafka.restore_consumer(settings),
+                              "isolation.level": "read_uncommitted"})
         #: changelog records written to the local store / read from the changelogs
         self.local_writes = 0
         self.records_read = 0

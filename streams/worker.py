@@ -65,8 +65,10 @@ POLL_S = 0.005
 class Worker:
     """One worker process's engine loop (runs in its own thread; see the module doc)."""
 
-    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None,
+                 group_factory: Callable[[dict[str, Any]], Any] = Consumer) -> None:
         self.settings = settings
+        self._group_factory = group_factory  # a testing aid: wraps the group consumer
         self.catalog = catalog or settings.load_catalog()
         self.names = kafka.topic_names(settings)
         self.changelogs = kafka.changelog_topics(settings, self.catalog)
@@ -138,7 +140,7 @@ class Worker:
                                 wait_s=s.broker_wait_ms / 1000.0)
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
-        self.group = Consumer(kafka.group_consumer(s))
+        self.group = self._group_factory(kafka.group_consumer(s))
         self.follow = Follower(Consumer(kafka.follower_consumer(s)), self.names,
                                self.has_items, self.label_config is not None,
                                self._positions, s.broker_wait_ms / 1000)
@@ -150,15 +152,23 @@ class Worker:
         clean = False
         try:
             while not self._stop.is_set():
-                pending = self._collect()
-                now = time.monotonic()
-                idle = now - last_idle >= idle_every
-                report = now - last_report >= REPORT_EVERY_S
-                batch = self._process(pending, idle, report) if pending is not None else None
-                last_idle = now if idle else last_idle
-                last_report = now if report else last_report
-                if not self._settle():
-                    continue  # aborted: every partition was reset, this batch is void
+                try:
+                    pending = self._collect()
+                    now = time.monotonic()
+                    idle = now - last_idle >= idle_every
+                    report = now - last_report >= REPORT_EVERY_S
+                    batch = self._process(pending, idle, report) if pending is not None else None
+                    last_idle = now if idle else last_idle
+                    last_report = now if report else last_report
+                    if not self._settle():
+                        continue  # aborted: every partition was reset, this batch is void
+                except KafkaException as exc:
+                    # the group consumer failed for good inside a call (e.g. its committed
+                    # offsets, asked after an abort caused by its own fencing)
+                    if not _fatal(exc.args[0]):
+                        raise
+                    self._replace_group(exc.args[0])
+                    continue
                 if now - self._last_mark >= mark_every:
                     self._mark()
                 if batch is not None:
@@ -300,7 +310,7 @@ class Worker:
         self._to_restore.clear()
         self._positions.clear()
         self.lag = None
-        old, self.group = self.group, Consumer(kafka.group_consumer(self.settings))
+        old, self.group = self.group, self._group_factory(kafka.group_consumer(self.settings))
         try:
             old.close()
         except (KafkaException, RuntimeError) as exc:
@@ -369,8 +379,8 @@ class Worker:
             deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
             while not msgs and time.monotonic() < deadline and not self._stop.is_set():
                 msgs = self._consume(POLL_S)
-        fatal = next((m.error() for m in msgs if m.error() is not None
-                      and (m.error().fatal() or m.error().code() == KafkaError._FATAL)), None)
+        fatal = next((m.error() for m in msgs if m.error() is not None and _fatal(m.error())),
+                     None)
         if fatal is not None:
             self._replace_group(fatal)
             return None  # every partition is assigned and read again
@@ -489,6 +499,10 @@ class Worker:
         """The partitions this worker owns now."""
         with self.lock:
             return {"user": sorted(self.users), "item": sorted(self.items)}
+
+
+def _fatal(err: Any) -> bool:
+    return bool(err.fatal() or err.code() == KafkaError._FATAL)
 
 
 def _tps(tps: list[TopicPartition]) -> str:
