@@ -53,7 +53,6 @@ def test_a_mark_right_after_a_commit_is_at_the_logs_end(kafka_bootstrap: str,
         assert short == []
     finally:
         states.close()
-        admin.delete_topics([topic])
 
 
 def test_a_restore_right_after_a_commit_has_that_commit(kafka_bootstrap: str,
@@ -83,4 +82,3 @@ def test_a_restore_right_after_a_commit_has_that_commit(kafka_bootstrap: str,
         assert short == []
     finally:
         ends.close()
-        admin.delete_topics([topic])
