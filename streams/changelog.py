@@ -12,9 +12,11 @@ they land the last stable offset sits *before* that transaction's records while 
 group's committed offsets (fetched "stable") already include it. Reading to that early
 end would rebuild a state without the batch whose input is marked done: its events
 would be lost (seen in a 3-worker rebalance test). So each partition is read at least
-to the high watermark it had when the restore began; a partition still short of it
-is read again after a short pause, until an open transaction (a fenced worker's) is
-committed or aborted by the broker (``stable_wait_s``, past the transaction timeout).
+to the high watermark it had when the restore began, asked of a read_uncommitted
+client (a read_committed one answers the last stable offset: the same early end,
+measured 31 times in 200 queries right after a commit); a partition still short of
+it is read again after a short pause, until an open transaction (a fenced worker's)
+is committed or aborted by the broker (within the transaction timeout).
 """
 
 from __future__ import annotations
@@ -50,14 +52,16 @@ class Restored:
 def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
                     timeout_s: float = 300.0,
                     start: Mapping[tuple[str, int], tuple[dict[bytes, bytes], int]]
-                    | None = None) -> Restored:
+                    | None = None, ends_client: Consumer | None = None) -> Restored:
     """The latest value per key of each (topic, partition), read to its end.
 
     ``config`` is a read_committed consumer configuration with
     ``enable.partition.eof`` (:func:`streams.kafka.restore_consumer`): the end of a
     partition is its last stable offset, so records of a transaction still open (a
     dead worker's) are not read. ``start`` gives, for some parts, a state to start
-    from and the offset to read on from (the local store's).
+    from and the offset to read on from (the local store's). ``ends_client``: a
+    read_uncommitted consumer for the ends (a connected one answers at once; by
+    default one is made for this restore).
     """
     start = start or {}
     out = Restored({tp: dict(start[tp][0]) if tp in start else {} for tp in parts}, {},
@@ -65,12 +69,19 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
     if not parts:
         return out
     consumer = Consumer(config)
+    own_client = ends_client is None
+    if ends_client is None:
+        ends_client = Consumer({**config, "isolation.level": "read_uncommitted"})
     pending = set(parts)
     started = time.monotonic()
     short: dict[tuple[str, int], tuple[int, float]] = {}  # read again from, at
     try:
         # the ends to reach: every transaction committed before now is below them
-        high = {tp: watermarks(consumer, tp, started + timeout_s)[1] for tp in parts}
+        high = {tp: watermarks(ends_client, tp, started + timeout_s)[1] for tp in parts}
+        # the reader learns the partitions' leaders first: else its first fetch backs
+        # off (fetch.error.backoff.ms, 500 ms) before it starts (measured)
+        for tp in parts:
+            watermarks(consumer, tp, started + timeout_s)
         consumer.assign([TopicPartition(t, p, start[(t, p)][1] if (t, p) in start
                                         else OFFSET_BEGINNING) for t, p in parts])
         while pending:
@@ -88,6 +99,9 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         end = int(msg.offset() or 0)
+                        if end < high[tp]:  # its position is past a trailing marker
+                            (pos,) = consumer.position([TopicPartition(*tp)])
+                            end = max(end, int(pos.offset))
                         if end < high[tp]:  # markers of a commit not written yet
                             short[tp] = (end, time.monotonic() + 0.02)
                             continue
@@ -110,6 +124,8 @@ def read_changelogs(config: dict[str, Any], parts: Sequence[tuple[str, int]],
                 out.records += 1
     finally:
         consumer.close()
+        if own_client:
+            ends_client.close()
     log.info("restored %d keys of %d changelog partitions (%d from the local store) "
              "reading %d changelog records in %.2f s",
              sum(len(v) for v in out.states.values()), len(parts), len(start), out.records,

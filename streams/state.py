@@ -49,7 +49,8 @@ class PartitionStates:
     def restore(self, parts: list[Part]) -> Restored:
         """The latest state of each changelog partition; the local store catches up too."""
         start = self._usable(parts)
-        restored = read_changelogs(kafka.restore_consumer(self.settings), parts, start=start)
+        restored = read_changelogs(kafka.restore_consumer(self.settings), parts, start=start,
+                                  ends_client=self.meta)
         self.records_read += restored.records
         self.local_restores += len(start)
         if self.local is not None:
