@@ -13,8 +13,10 @@ A *fatal* producer error (librdkafka's word: this producer instance can do nothi
 more; seen here after a broker restart as ``INVALID_TXN_STATE`` once adding offsets
 had timed out) does not stop the worker: the producer is replaced by a new one with
 the same ``transactional.id``, whose ``init_transactions`` aborts whatever the old
-one left open, and the batch counts as aborted (read again). Only a producer
-*fenced* by a newer one with its id (another worker with this identity) stops.
+one left open, and the batch counts as aborted (read again). So is a producer whose
+abort did not finish (timed out while the coordinator was away: it stays mid-abort
+and refuses every next transaction with ``_CONFLICT``). Only a producer *fenced* by a
+newer one with its id (another worker with this identity) stops.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Transactions:
                 pause = min(pause * 2, 5.0)
 
     def _replace(self, err: Any) -> None:
-        """Replace a producer that hit a fatal error (see the module doc)."""
+        """Replace a producer that failed for good or is stuck mid-abort (module doc)."""
         if err.code() in _FENCED:
             raise ProducerFenced(
                 f"transactional.id {self._config.get('transactional.id')} was taken over by a "
@@ -100,7 +102,7 @@ class Transactions:
         if len(self.replaced) > MAX_REPLACEMENTS:
             raise RuntimeError(f"{len(self.replaced)} fatal producer errors in "
                                f"{REPLACE_WINDOW_S:.0f} s, the last: {err.str()}")
-        log.error("the transactional producer failed for good (%s): replacing it; this "
+        log.error("the transactional producer is unusable (%s): replacing it; this "
                   "batch is aborted and read again", err.str())
         try:
             self.producer.purge()  # drop what it still queues; its transaction is aborted
@@ -158,17 +160,20 @@ class Transactions:
             err = exc.args[0]
             if producer is not self.producer:  # replaced while this call was stuck
                 raise TransactionAborted(f"a replaced producer's transaction: {err}") from exc
-            if err.fatal():
+            if err.fatal() or err.code() == KafkaError._CONFLICT:
+                # _CONFLICT: an earlier abort is still in progress in this producer
                 self._replace(err)
                 raise TransactionAborted(str(err)) from exc
             log.warning("transaction failed (%s); aborting it", err)
             try:
                 producer.abort_transaction(self.timeout_s)
             except KafkaException as abort_exc:
-                if not abort_exc.args[0].fatal():
-                    log.warning("abort failed too: %s", abort_exc.args[0])
-                else:
-                    self._replace(abort_exc.args[0])
+                # an abort that did not finish leaves the producer mid-abort, and each
+                # later begin_transaction answers _CONFLICT (seen after a broker restart:
+                # an endless loop of 30 s aborts); a new producer with this id fences it
+                # and aborts its transaction
+                log.warning("abort failed too: %s", abort_exc.args[0])
+                self._replace(abort_exc.args[0])
             raise TransactionAborted(str(err)) from exc
         self.commits += 1
         self.records += sent

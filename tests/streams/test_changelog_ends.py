@@ -8,6 +8,7 @@ queries right after a commit).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,23 @@ from tests.streams.test_features_stream import make_settings
 
 pytestmark = pytest.mark.integration
 
+PER_BATCH = 20
+
+
+def committed_batches(bootstrap: str, topic: str, batches: int) -> Iterator[int]:
+    """Commit ``batches`` transactions of ``PER_BATCH`` new keys to a one-partition
+    topic; yields each batch's number right after its commit returned."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": topic})
+    producer.init_transactions(30)
+    for i in range(batches):
+        producer.begin_transaction()
+        for j in range(PER_BATCH):
+            producer.produce(topic, b"v", f"k{i}-{j}".encode(), partition=0)
+        producer.commit_transaction(30)
+        yield i
+
 
 def test_a_mark_right_after_a_commit_is_at_the_logs_end(kafka_bootstrap: str,
                                                         unique_prefix: str,
@@ -29,25 +47,16 @@ def test_a_mark_right_after_a_commit_is_at_the_logs_end(kafka_bootstrap: str,
     # a clean stop's mark fell a batch short: the restart read that batch again
     settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path, FRESHET_STORE="rocksdb")
     topic = unique_prefix + "marks-changelog"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    producer = Producer({"bootstrap.servers": kafka_bootstrap,
-                         "transactional.id": unique_prefix + "marks"})
-    producer.init_transactions(30)
     states = PartitionStates(settings, {"user": topic})
     part = (topic, 0)
     try:
         short = []
-        for i in range(60):
-            producer.begin_transaction()
-            for j in range(20):
-                producer.produce(topic, b"v", f"k{j}".encode(), partition=0)
-            producer.commit_transaction(30)
+        for i in committed_batches(kafka_bootstrap, topic, 60):
             states.mark([part])
             assert states.local is not None
             found = states.local.load(part, now_ms())
             assert found is not None
-            records_end = (i + 1) * 21 - 1  # 20 records and a commit marker per batch
+            records_end = (i + 1) * (PER_BATCH + 1) - 1  # the records and a commit marker
             if found[1] < records_end:
                 short.append((i, found[1], records_end))
         assert short == []
@@ -62,22 +71,13 @@ def test_a_restore_right_after_a_commit_has_that_commit(kafka_bootstrap: str,
     # stopped at the early end lost that batch, whose input offsets were committed
     settings = make_settings(kafka_bootstrap, unique_prefix, tmp_path)
     topic = unique_prefix + "restore-changelog"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    producer = Producer({"bootstrap.servers": kafka_bootstrap,
-                         "transactional.id": unique_prefix + "restore"})
-    producer.init_transactions(30)
     ends = Consumer({**kafka.restore_consumer(settings), "isolation.level": "read_uncommitted"})
     try:
         short = []
-        for i in range(40):
-            producer.begin_transaction()
-            for j in range(20):
-                producer.produce(topic, b"v", f"k{i}-{j}".encode(), partition=0)
-            producer.commit_transaction(30)
+        for i in committed_batches(kafka_bootstrap, topic, 40):
             restored = read_changelogs(kafka.restore_consumer(settings), [(topic, 0)],
                                        timeout_s=60, ends_client=ends)
-            if len(restored.states[(topic, 0)]) != (i + 1) * 20:
+            if len(restored.states[(topic, 0)]) != (i + 1) * PER_BATCH:
                 short.append((i, len(restored.states[(topic, 0)])))
         assert short == []
     finally:

@@ -217,3 +217,57 @@ def test_a_stuck_transaction_is_left_behind_and_commits_nothing(
     (tp,) = group.committed([TopicPartition(names["input"], 0)], timeout=30)
     assert tp.offset == 20
     group.close()
+
+
+class AbortTimesOut:
+    """A real producer whose first offsets call and the abort after it time out (as
+    after a broker restart, when the transaction coordinator does not answer)."""
+
+    made: ClassVar[list[AbortTimesOut]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.real = Producer(config)
+        self.fail = not AbortTimesOut.made
+        AbortTimesOut.made.append(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        if self.fail:
+            self.real.flush(30)
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: offsets",
+                                            retriable=True))
+        self.real.send_offsets_to_transaction(*args)
+
+    def abort_transaction(self, *args: Any) -> None:
+        if self.fail:
+            self.fail = False
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: abort",
+                                            retriable=True))
+        self.real.abort_transaction(*args)
+
+
+def test_an_abort_that_does_not_finish_replaces_the_producer(
+        kafka_bootstrap: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, the producer stayed mid-abort: each next batch failed with _CONFLICT and
+    # waited 30 s for another abort that never finished (a broker-restart CI run)
+    names = _topics(kafka_bootstrap, unique_prefix)
+    monkeypatch.setattr(AbortTimesOut, "made", [])
+    txn = Transactions(_config(kafka_bootstrap, f"{unique_prefix}txn"),
+                       {"out": names["out"]}, {"user": names["changelog:user"]},
+                       factory=AbortTimesOut)
+    group = _group(kafka_bootstrap, f"{unique_prefix}group")
+    meta = group.consumer_group_metadata()
+    outs, deltas = _batch("first")
+    with pytest.raises(TransactionAborted, match="injected: offsets"):
+        txn.commit(outs, deltas, {(names["input"], 0): 10}, meta)
+    assert len(AbortTimesOut.made) == 2 and len(txn.replaced) == 1
+    outs, deltas = _batch("second")
+    assert txn.commit(outs, deltas, {(names["input"], 0): 20}, meta) == 4
+    txn.close()
+    assert _read(kafka_bootstrap, names["out"], "read_committed") == [
+        b"second-0", b"second-1", b"second-2"]
+    committed = group.committed([TopicPartition(names["input"], 0)], timeout=10)
+    assert committed[0].offset == 20
+    group.close()
