@@ -32,18 +32,26 @@ from streams.transactions import ProducerFenced, TransactionAborted, Transaction
 pytestmark = pytest.mark.integration
 
 
-class FailsOnCommit:
+class Wrapped:
+    """A real producer that a fault-injecting subclass wraps; each subclass lists the
+    ones made (``first``: this is the first one, the one that fails)."""
+
+    made: ClassVar[list[Any]]
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.real = Producer(config)
+        self.first = not type(self).made
+        type(self).made.append(self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class FailsOnCommit(Wrapped):
     """A real producer whose ``commit_transaction`` fails fatally ``fails`` times in all."""
 
     made: ClassVar[list[FailsOnCommit]] = []
     fails: ClassVar[int] = 1
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.real = Producer(config)
-        FailsOnCommit.made.append(self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
 
     def commit_transaction(self, *args: Any) -> None:
         if FailsOnCommit.fails > 0:
@@ -160,20 +168,12 @@ def test_a_fenced_producer_stops_with_a_clear_error(kafka_bootstrap: str,
         b"new-0", b"new-1", b"new-2"]
 
 
-class BlocksInSendOffsets:
+class BlocksInSendOffsets(Wrapped):
     """A real producer whose first ``send_offsets_to_transaction`` waits for ``release``
     (as librdkafka's can, past its timeout, after a coordinator loss)."""
 
     release: ClassVar[threading.Event] = threading.Event()
     made: ClassVar[list[BlocksInSendOffsets]] = []
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.real = Producer(config)
-        self.first = not BlocksInSendOffsets.made
-        BlocksInSendOffsets.made.append(self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
 
     def send_offsets_to_transaction(self, *args: Any) -> None:
         if self.first:
@@ -219,30 +219,22 @@ def test_a_stuck_transaction_is_left_behind_and_commits_nothing(
     group.close()
 
 
-class AbortTimesOut:
+class AbortTimesOut(Wrapped):
     """A real producer whose first offsets call and the abort after it time out (as
     after a broker restart, when the transaction coordinator does not answer)."""
 
     made: ClassVar[list[AbortTimesOut]] = []
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.real = Producer(config)
-        self.fail = not AbortTimesOut.made
-        AbortTimesOut.made.append(self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
     def send_offsets_to_transaction(self, *args: Any) -> None:
-        if self.fail:
+        if self.first:
             self.real.flush(30)
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: offsets",
                                             retriable=True))
         self.real.send_offsets_to_transaction(*args)
 
     def abort_transaction(self, *args: Any) -> None:
-        if self.fail:
-            self.fail = False
+        if self.first:
+            self.first = False
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: abort",
                                             retriable=True))
         self.real.abort_transaction(*args)
