@@ -106,23 +106,32 @@ def _batch(tag: str, n: int = 3) -> tuple[list[Out], list[Delta]]:
     return outs, [Delta("user", 0, b"k", tag.encode())]
 
 
+def _aborted_then_committed(kafka_bootstrap: str, prefix: str, names: dict[str, str],
+                            factory: type[Wrapped], match: str) -> Consumer:
+    """Batch "first" is aborted (``match``) and the producer replaced once; batch
+    "second" then commits (input offset 20). The group consumer used, still open."""
+    txn = Transactions(_config(kafka_bootstrap, f"{prefix}txn"),
+                       {"out": names["out"]}, {"user": names["changelog:user"]},
+                       factory=factory)
+    group = _group(kafka_bootstrap, f"{prefix}group")
+    meta = group.consumer_group_metadata()
+    outs, deltas = _batch("first")
+    with pytest.raises(TransactionAborted, match=match):
+        txn.commit(outs, deltas, {(names["input"], 0): 10}, meta)
+    assert len(factory.made) == 2 and len(txn.replaced) == 1
+    outs, deltas = _batch("second")
+    assert txn.commit(outs, deltas, {(names["input"], 0): 20}, meta) == 4
+    txn.close()
+    return group
+
+
 def test_fatal_error_replaces_the_producer_and_aborts_the_batch(
         kafka_bootstrap: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     names = _topics(kafka_bootstrap, unique_prefix)
     monkeypatch.setattr(FailsOnCommit, "made", [])
     monkeypatch.setattr(FailsOnCommit, "fails", 1)
-    txn = Transactions(_config(kafka_bootstrap, f"{unique_prefix}txn"),
-                       {"out": names["out"]}, {"user": names["changelog:user"]},
-                       factory=FailsOnCommit)
-    group = _group(kafka_bootstrap, f"{unique_prefix}group")
-    meta = group.consumer_group_metadata()
-    outs, deltas = _batch("first")
-    with pytest.raises(TransactionAborted, match="injected"):
-        txn.commit(outs, deltas, {(names["input"], 0): 10}, meta)
-    assert len(FailsOnCommit.made) == 2 and len(txn.replaced) == 1
-    outs, deltas = _batch("second")
-    assert txn.commit(outs, deltas, {(names["input"], 0): 20}, meta) == 4
-    txn.close()
+    group = _aborted_then_committed(kafka_bootstrap, unique_prefix, names, FailsOnCommit,
+                                    "injected")
 
     committed = _read(kafka_bootstrap, names["out"], "read_committed")
     assert committed == [b"second-0", b"second-1", b"second-2"]
@@ -246,18 +255,8 @@ def test_an_abort_that_does_not_finish_replaces_the_producer(
     # waited 30 s for another abort that never finished (a broker-restart CI run)
     names = _topics(kafka_bootstrap, unique_prefix)
     monkeypatch.setattr(AbortTimesOut, "made", [])
-    txn = Transactions(_config(kafka_bootstrap, f"{unique_prefix}txn"),
-                       {"out": names["out"]}, {"user": names["changelog:user"]},
-                       factory=AbortTimesOut)
-    group = _group(kafka_bootstrap, f"{unique_prefix}group")
-    meta = group.consumer_group_metadata()
-    outs, deltas = _batch("first")
-    with pytest.raises(TransactionAborted, match="injected: offsets"):
-        txn.commit(outs, deltas, {(names["input"], 0): 10}, meta)
-    assert len(AbortTimesOut.made) == 2 and len(txn.replaced) == 1
-    outs, deltas = _batch("second")
-    assert txn.commit(outs, deltas, {(names["input"], 0): 20}, meta) == 4
-    txn.close()
+    group = _aborted_then_committed(kafka_bootstrap, unique_prefix, names, AbortTimesOut,
+                                    "injected: offsets")
     assert _read(kafka_bootstrap, names["out"], "read_committed") == [
         b"second-0", b"second-1", b"second-2"]
     committed = group.committed([TopicPartition(names["input"], 0)], timeout=10)
