@@ -134,7 +134,7 @@ def encode_split(frame: Frame, limit: int) -> list[bytes]:
                        else np.fromiter(map(len, values), dtype=np.int64, count=n))
             var.append(np.concatenate(([0], np.cumsum(lengths))))
             fixed += 8
-    names = [(name, _kind(v)) for name, v in frame.columns.items()]
+    names: list[tuple[str, str]] = [(name, _kind(v)) for name, v in frame.columns.items()]
 
     def size(a: int, b: int) -> int:
         header = len(_encode_header(_Header(b - a, names, frame.meta)))
