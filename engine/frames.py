@@ -171,8 +171,12 @@ def decode(raw: bytes | None, expect: Mapping[str, Kind] | None = None) -> Frame
     size = int.from_bytes(raw[4:8], "little")
     if 8 + size > len(raw):
         raise FrameError("frame header runs past the end")
+    head = raw[8:8 + size]
     try:
-        header = _decode_header(raw[8:8 + size])
+        head.decode("utf-8")  # msgspec skips unknown fields without checking their UTF-8
+        header = _decode_header(head)
+    except UnicodeDecodeError:
+        raise FrameError("frame header is not UTF-8") from None
     except (msgspec.MsgspecError, RecursionError) as exc:  # msgspec recurses into meta
         raise FrameError(f"bad frame header: {exc}") from None
     n, pos, view = header.n, 8 + size, memoryview(raw)
