@@ -75,10 +75,20 @@ def _kind(values: Any) -> Kind:
     return "str"
 
 
-def _blob(items: Sequence[bytes]) -> bytes:
-    lengths = np.fromiter((len(x) for x in items), dtype=np.int64, count=len(items))
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-    return offsets.tobytes() + b"".join(items)
+def _utf8(values: Sequence[str]) -> tuple[list[bytes] | None, bytes, npt.NDArray[np.int64]]:
+    """A string column's items as UTF-8 (None when all are ASCII: not built), its blob
+    and each item's byte length."""
+    joined = "".join(values)
+    if joined.isascii():  # the usual ids: one encode for the column, lengths from str
+        return None, joined.encode(), np.fromiter(map(len, values), dtype=np.int64,
+                                                  count=len(values))
+    items = [v.encode() for v in values]
+    return items, b"".join(items), np.fromiter(map(len, items), dtype=np.int64,
+                                               count=len(items))
+
+
+def _offsets(lengths: npt.NDArray[np.int64]) -> bytes:
+    return np.concatenate(([0], np.cumsum(lengths))).astype(np.int64).tobytes()
 
 
 def encode(frame: Frame) -> bytes:
@@ -94,11 +104,54 @@ def encode(frame: Frame) -> bytes:
         if kind in _DTYPES:
             parts.append(np.ascontiguousarray(values, dtype=_DTYPES[kind]).tobytes())
         elif kind == "str":
-            parts.append(_blob([v.encode() for v in values]))
+            _, blob, lengths = _utf8(values)
+            parts += (_offsets(lengths), blob)
         else:
-            parts.append(_blob(list(values)))
+            parts += (_offsets(np.fromiter(map(len, values), dtype=np.int64, count=n)),
+                      b"".join(values))
     header = _encode_header(_Header(n, cols, frame.meta))
     return MAGIC + len(header).to_bytes(4, "little") + header + b"".join(parts)
+
+
+def encode_split(frame: Frame, limit: int) -> list[bytes]:
+    """``frame`` as few encoded frames as fit ``limit`` bytes each: halved until each
+    part fits (or is one row). Sizes are computed, not encoded, so each row is encoded
+    once whatever the depth of the halving.
+
+    >>> f = Frame({"x": np.arange(100), "s": ["ab"] * 100})
+    >>> [len(decode(b)) for b in encode_split(f, limit=600)]
+    [25, 25, 25, 25]
+    """
+    n = len(frame)
+    fixed = 0
+    var: list[npt.NDArray[np.int64]] = []  # per string column: cumulative byte lengths
+    for values in frame.columns.values():
+        kind = _kind(values)
+        if kind in _DTYPES:
+            fixed += np.dtype(_DTYPES[kind]).itemsize
+        else:
+            lengths = (_utf8(values)[2] if kind == "str"
+                       else np.fromiter(map(len, values), dtype=np.int64, count=n))
+            var.append(np.concatenate(([0], np.cumsum(lengths))))
+            fixed += 8
+    names: list[tuple[str, str]] = [(name, _kind(v)) for name, v in frame.columns.items()]
+
+    def size(a: int, b: int) -> int:
+        header = len(_encode_header(_Header(b - a, names, frame.meta)))
+        return (8 + header + fixed * (b - a) + 8 * len(var)
+                + sum(int(c[b] - c[a]) for c in var))
+
+    def cuts(a: int, b: int) -> list[tuple[int, int]]:
+        if b - a <= 1 or size(a, b) <= limit:
+            return [(a, b)]
+        mid = a + (b - a) // 2
+        return cuts(a, mid) + cuts(mid, b)
+
+    return [encode(frame if (a, b) == (0, n) else _slice(frame, a, b)) for a, b in cuts(0, n)]
+
+
+def _slice(frame: Frame, a: int, b: int) -> Frame:
+    return Frame({name: values[a:b] for name, values in frame.columns.items()}, dict(frame.meta))
 
 
 def decode(raw: bytes | None, expect: Mapping[str, Kind] | None = None) -> Frame:
@@ -118,8 +171,12 @@ def decode(raw: bytes | None, expect: Mapping[str, Kind] | None = None) -> Frame
     size = int.from_bytes(raw[4:8], "little")
     if 8 + size > len(raw):
         raise FrameError("frame header runs past the end")
+    head = raw[8:8 + size]
     try:
-        header = _decode_header(raw[8:8 + size])
+        head.decode("utf-8")  # msgspec skips unknown fields without checking their UTF-8
+        header = _decode_header(head)
+    except UnicodeDecodeError:
+        raise FrameError("frame header is not UTF-8") from None
     except (msgspec.MsgspecError, RecursionError) as exc:  # msgspec recurses into meta
         raise FrameError(f"bad frame header: {exc}") from None
     n, pos, view = header.n, 8 + size, memoryview(raw)
@@ -152,14 +209,16 @@ def decode(raw: bytes | None, expect: Mapping[str, Kind] | None = None) -> Frame
                 raise FrameError(f"column {name!r} has bad offsets")
             blob = raw[end:end + int(offsets[-1])]
             cuts = offsets.tolist()
-            items = [blob[a:b] for a, b in itertools.pairwise(cuts)]
-            if kind == "str":
+            if kind == "str" and blob.isascii():  # the usual ids: one decode, then cuts
+                text = blob.decode("ascii")
+                columns[name] = [text[a:b] for a, b in itertools.pairwise(cuts)]
+            elif kind == "str":  # each item must be UTF-8 by itself
                 try:
-                    columns[name] = [x.decode() for x in items]
+                    columns[name] = [blob[a:b].decode() for a, b in itertools.pairwise(cuts)]
                 except UnicodeDecodeError:
                     raise FrameError(f"column {name!r} is not UTF-8") from None
             else:
-                columns[name] = items
+                columns[name] = [blob[a:b] for a, b in itertools.pairwise(cuts)]
             pos = end + int(offsets[-1])
         else:
             raise FrameError(f"column {name!r} has unknown kind {kind!r}")

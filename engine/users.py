@@ -441,14 +441,7 @@ def split_frames(frame: frames.Frame, limit: int = MAX_FRAME_BYTES) -> list[byte
     >>> [len(frames.decode(b)) for b in split_frames(f, limit=300)]
     [25, 25, 25, 25]
     """
-    value = frames.encode(frame)
-    n = len(frame)
-    if len(value) <= limit or n <= 1:
-        return [value]
-    half = np.arange(n // 2, dtype=np.int64)
-    rest = np.arange(n // 2, n, dtype=np.int64)
-    return (split_frames(frames.take(frame, half), limit)
-            + split_frames(frames.take(frame, rest), limit))
+    return frames.encode_split(frame, limit)
 
 
 def _check_snapshots(snaps: Sequence[bytes]) -> None:

@@ -26,7 +26,6 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from river.drift import ADWIN
 
 from evaluation.config import DriftConfig
 from evaluation.records import ExampleEvent, flatten_features
@@ -155,15 +154,23 @@ class PsiSubject:
         if len(self.current) < self.current_size:
             return self.value
         # the same arithmetic as psi(), bin by bin: only the bins that changed are redone
+        # (psi_term inlined: this runs once per numeric feature of every example)
         ref, n_ref, n_cur = self.reference_counts, self.n_ref, self.current_size
-        if not self.terms:
-            self.terms = [psi_term(r, n_ref, c, n_cur, epsilon)
-                          for r, c in zip(ref, counts, strict=True)]
+        terms = self.terms
+        if not terms:
+            terms = self.terms = [psi_term(r, n_ref, c, n_cur, epsilon)
+                                  for r, c in zip(ref, counts, strict=True)]
         else:
-            for k in (b, out) if out is not None and out != b else (b,):
-                self.terms[k] = psi_term(ref[k], n_ref, counts[k], n_cur, epsilon)
+            log = math.log
+            r = max(ref[b] / n_ref, epsilon)
+            c = max(counts[b] / n_cur, epsilon)
+            terms[b] = (c - r) * log(c / r)
+            if out is not None and out != b:
+                r = max(ref[out] / n_ref, epsilon)
+                c = max(counts[out] / n_cur, epsilon)
+                terms[out] = (c - r) * log(c / r)
         total = 0.0
-        for term in self.terms:
+        for term in terms:
             total += term
         self.value = total
         return self.value
@@ -188,6 +195,10 @@ class AdwinState:
     )
 
     def __init__(self, delta: float) -> None:
+        # imported on first use: river (and scipy under it) take ~0.5 s to import, and
+        # every process that validates settings imports this package
+        from river.drift import ADWIN
+
         self.detector = ADWIN(delta=delta)  # type: ignore[no-untyped-call]
         self.detections = 0
         self.labels = 0

@@ -149,19 +149,29 @@ def flatten_features(rec: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     logged = rec.get("features")
     if isinstance(logged, dict):
-        for name, value in logged.items():
-            if _numeric(value):
-                out[f"logged.{name}"] = float(value)
+        _numeric_into(out, "logged.", logged)
     freshet = rec.get("freshet_features")
     if isinstance(freshet, dict):
         for side in ("user", "item"):
             snap = freshet.get(side)
             values = snap.get("features") if isinstance(snap, dict) else None
             if isinstance(values, dict):
-                for name, value in values.items():
-                    if _numeric(value):
-                        out[f"{side}.{name}"] = float(value)
+                _numeric_into(out, f"{side}.", values)
     return out
+
+
+def _numeric_into(out: dict[str, float], prefix: str, values: dict[str, Any]) -> None:
+    isfinite = math.isfinite
+    for name, value in values.items():
+        kind = type(value)
+        if kind is float:  # decoded JSON: exact types first, the general test after
+            if isfinite(value):
+                out[f"{prefix}{name}"] = value
+        elif kind is int:
+            if isfinite(value):
+                out[f"{prefix}{name}"] = float(value)
+        elif _numeric(value):
+            out[f"{prefix}{name}"] = float(value)
 
 
 def parse_example(rec: dict[str, Any]) -> ExampleEvent | None:

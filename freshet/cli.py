@@ -104,6 +104,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except StartupError as exc:
         raise SystemExit(f"freshet evaluate: {exc}") from None
     create_topics(settings)
+    from freshet.gc_tuning import tune_gc
+
+    tune_gc(settings.gc_young_threshold)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -149,10 +152,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from freshet.gc_tuning import tune_gc
     from streams.replay import replay_files
 
+    settings = _settings()
+    tune_gc(settings.gc_young_threshold)
     summary = replay_files(Path(args.predictions), Path(args.clicks), Path(args.out),
-                           _settings(), progress=not args.no_progress)
+                           settings, progress=not args.no_progress)
     rate = summary.events / summary.seconds if summary.seconds else 0.0
     print(json.dumps({"events": summary.events, "seconds": round(summary.seconds, 3),
                       "events_per_s": round(rate), "out": args.out,

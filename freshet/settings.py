@@ -87,6 +87,8 @@ class Settings:
     web_enabled: bool = True
     commit_interval_ms: int = 100
     batch_max_events: int = 20_000
+    #: allocations between the garbage collector's young collections (CPython: 700)
+    gc_young_threshold: int = 50_000
     linger_ms: int = 5
     session_timeout_ms: int = 10_000
     broker_wait_ms: int = 60_000
@@ -162,6 +164,8 @@ class Settings:
         need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         need(1 <= self.commit_interval_ms <= 60_000, "COMMIT_INTERVAL_MS",
              "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
+        need(100 <= self.gc_young_threshold <= 10_000_000, "GC_YOUNG_THRESHOLD",
+             "must be in [100, 10000000] (700 is CPython's default)")
         need(1 <= self.batch_max_events <= 1_000_000, "BATCH_MAX_EVENTS",
              "must be 1..1000000 (records per batch, and so per transaction)")
         need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")

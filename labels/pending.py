@@ -214,16 +214,25 @@ class PendingTable:
         ``served`` False marks a shadow: indexed by id only, twin state pending.
         """
         n = len(pids)
-        if len(self._free) < n:
+        free = self._free
+        if len(free) < n:
             self._grow(max(2 * self.capacity, self.capacity + n))
-        rows = [self._free.pop() for _ in range(n)]
+        rows = free[:-n - 1:-1] if n else []  # what n pops would give, in that order
+        del free[len(free) - n:]
         arr = np.array(rows, dtype=np.int64)
+        # fresh tables and the tail of a grown one hand out a run of rows: slices
+        run = n > 0 and rows[-1] - rows[0] == n - 1 and bool((np.diff(arr) == 1).all())
         for name, values in (("pid", pids), ("request_id", request_ids),
                              ("user_id", user_ids), ("item_id", item_ids),
                              ("model_id", model_ids)):
+            if len(values) != n:
+                raise ValueError(f"{name}: {len(values)} values for {n} predictions")
             column = getattr(self, name)
-            for row, value in zip(rows, values, strict=True):
-                column[row] = value
+            if run:
+                column[rows[0]:rows[0] + n] = values
+            else:
+                for row, value in zip(rows, values, strict=True):
+                    column[row] = value
         self.score[arr] = score
         self.ts[arr] = ts
         self.live[arr] = True
@@ -255,31 +264,36 @@ class PendingTable:
 
     def forget(self, rows: Iterable[int]) -> list[str]:
         """Remove rows from every index and free them; their prediction ids."""
-        out = []
         rows = list(rows)
+        pid_of = self.pid
+        out = [pid_of[row] for row in rows]
+        by_pid = self.by_pid
+        for pid in out:
+            del by_pid[pid]
+        self.live[rows] = False
+        self.due[rows] = NONE
+        self._free.extend(rows)
+        fields, user_snap, item_snap, waiting = (self.fields_json, self.user_snapshot,
+                                                 self.item_snapshot, self.waiting)
+        users, requests, items = self.user_id, self.request_id, self.item_id
+        by_request, by_item = self.by_request, self.by_item
         for row, srv in zip(rows, self.served[rows].tolist(), strict=True):
-            pid = self.pid[row]
-            out.append(pid)
-            del self.by_pid[pid]
-            self.live[row] = False
-            self.due[row] = NONE
-            self._free.append(row)
-            self.fields_json[row] = b""
-            self.user_snapshot[row] = self.item_snapshot[row] = self.waiting[row] = None
+            fields[row] = b""
+            user_snap[row] = item_snap[row] = waiting[row] = None
             if not srv:  # a shadow is in no attribution index
                 self.twin[row] = None
                 self.n_shadows -= 1
                 continue
-            request = (self.user_id[row], self.request_id[row], self.item_id[row])
-            bucket = self.by_request[request]
+            request = (users[row], requests[row], items[row])
+            bucket = by_request[request]
             bucket.remove(row)
             if not bucket:
-                del self.by_request[request]
-            item = (self.user_id[row], self.item_id[row])
-            bucket = self.by_item[item]
+                del by_request[request]
+            item = (users[row], items[row])
+            bucket = by_item[item]
             bucket.remove(row)
             if not bucket:
-                del self.by_item[item]
+                del by_item[item]
         return out
 
     # -- attribution lookups -----------------------------------------------------------

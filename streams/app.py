@@ -25,6 +25,7 @@ from typing import Any
 import faust
 
 from features.catalog import Catalog
+from freshet.gc_tuning import tune_gc
 from freshet.settings import Settings
 from streams.evaluation import EvaluationStage
 from streams.views import register_views
@@ -72,6 +73,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     The caller holds the data folder's lock (:func:`streams.startup.prepare_worker`):
     this removes Faust's folder in it.
     """
+    tune_gc(settings.gc_young_threshold)  # a worker process runs one app
     datadir = settings.data_dir / "faust" / settings.app_id
     shutil.rmtree(datadir, ignore_errors=True)  # Faust keeps nothing worth resuming
     datadir.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,9 @@ import orjson
 
 from engine import InputBatch, ItemPartition, Out, Result, UserPartition, label_reports
 from engine.users import Counters
-from evaluation import Evaluator
 from events.timing import END_OF_TIME_MS
 from features.catalog import Catalog
 from freshet.settings import DEFAULT_TOPICS, Settings
-from streams.evaluation import OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +117,7 @@ class Replay:
                 self.offsets[topic] += 1
         return recs
 
-    def run_batch(self, batch: InputBatch, emit: Callable[[Out], None]) -> None:
+    def run_batch(self, batch: InputBatch, emit: Callable[[list[Out]], None]) -> None:
         """One user batch, then the item side, then the snapshots coming back."""
         user_result = self.users.process(batch)
         self._emit(user_result, emit)
@@ -131,17 +129,14 @@ class Replay:
         if snapshots:
             self._emit(self.users.process_snapshots(snapshots), emit)
 
-    def end_of_input(self, emit: Callable[[Out], None]) -> None:
+    def end_of_input(self, emit: Callable[[list[Out]], None]) -> None:
         """Move the watermark to +infinity: every open label becomes final."""
         self._emit(self.users.end_of_input(END_OF_TIME_MS), emit)
-        for report in label_reports([self.users]):
-            emit(report)
+        emit(list(label_reports([self.users])))
 
     @staticmethod
-    def _emit(result: Result, emit: Callable[[Out], None]) -> None:
-        for out in result.outputs:
-            if out.topic not in INTERNAL:
-                emit(out)
+    def _emit(result: Result, emit: Callable[[list[Out]], None]) -> None:
+        emit([out for out in result.outputs if out.topic not in INTERNAL])
 
 
 class EvalTap:
@@ -153,7 +148,12 @@ class EvalTap:
     """
 
     def __init__(self, settings: Settings) -> None:
+        # imported here: the evaluation stack (river, scipy) takes ~0.6 s to import
+        from evaluation import Evaluator
+        from streams.evaluation import OUTPUT_TOPICS
+
         self.evaluator = Evaluator(settings.eval_config())
+        self.topics = OUTPUT_TOPICS
         self.newest_ts: int | None = None
 
     def take(self, out: Out) -> None:
@@ -173,7 +173,7 @@ class EvalTap:
         """The evaluation records at ``label_watermark_ms`` (none if it did not move)."""
         if label_watermark_ms is None:
             return []
-        return [Out(OUTPUT_TOPICS[o.topic], o.key.encode(), orjson.dumps(o.record))
+        return [Out(self.topics[o.topic], o.key.encode(), orjson.dumps(o.record))
                 for o in self.evaluator.advance(label_watermark_ms)]
 
     def finish(self) -> list[Out]:
@@ -202,16 +202,26 @@ def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Setti
     with ExitStack() as stack:
         files: dict[str, IO[bytes]] = {}
 
-        def emit(out: Out) -> None:
-            f = files.get(out.topic)
-            if f is None:
-                name = DEFAULT_TOPICS[out.topic]
-                f = files[out.topic] = stack.enter_context(
-                    open(out_dir / f"{name}.jsonl", "wb", buffering=1 << 20))
-            f.write((out.value or b"null") + b"\n")
-            written[out.topic] = written.get(out.topic, 0) + 1
+        def emit(outs: list[Out]) -> None:
+            # per topic, one write of the joined records: order within a file is kept
+            lines: dict[str, list[bytes]] = {}
+            for out in outs:
+                mine = lines.get(out.topic)
+                if mine is None:
+                    mine = lines[out.topic] = []
+                mine.append(out.value or b"null")
+            for topic, values in lines.items():
+                f = files.get(topic)
+                if f is None:
+                    name = DEFAULT_TOPICS[topic]
+                    f = files[topic] = stack.enter_context(
+                        open(out_dir / f"{name}.jsonl", "wb", buffering=1 << 20))
+                f.write(b"\n".join(values))
+                f.write(b"\n")
+                written[topic] = written.get(topic, 0) + len(values)
             if tap is not None:
-                tap.take(out)
+                for out in outs:
+                    tap.take(out)
 
         bar = stack.enter_context(tqdm(total=total, unit="ev", desc="replay",
                                        disable=not progress, mininterval=0.5))
@@ -225,13 +235,11 @@ def replay_files(predictions: Path, clicks: Path, out_dir: Path, settings: Setti
                                values)
             replay.run_batch(batch, emit)
             if tap is not None:
-                for out in tap.advance(replay.users.label_watermark_ms()):
-                    emit(out)
+                emit(tap.advance(replay.users.label_watermark_ms()))
             bar.update(len(values))
         replay.end_of_input(emit)
         if tap is not None:
-            for out in tap.finish():
-                emit(out)
+            emit(tap.finish())
     return ReplaySummary(total, written, time.perf_counter() - t0)
 
 

@@ -138,12 +138,25 @@ class Transactions:
         started = time.monotonic()
         try:
             producer.begin_transaction()
+            produce, slow = producer.produce, self._produce
+            # the hot loop of the commit thread: one librdkafka call per record, the
+            # retry on a full local queue only when it happens
             for out in outputs:
-                self._produce(producer, topics[out.topic], out.key, out.value, out.partition)
+                topic = topics[out.topic]
+                try:
+                    if out.partition is None:
+                        produce(topic, out.value, out.key)
+                    else:
+                        produce(topic, out.value, out.key, out.partition)
+                except BufferError:
+                    slow(producer, topic, out.key, out.value, out.partition)
                 sent += 1
             for delta in deltas:
-                self._produce(producer, changelogs[delta.state], delta.key, delta.value,
-                              delta.partition)
+                topic = changelogs[delta.state]
+                try:
+                    produce(topic, delta.value, delta.key, delta.partition)
+                except BufferError:
+                    slow(producer, topic, delta.key, delta.value, delta.partition)
                 sent += 1
             if offsets:
                 producer.send_offsets_to_transaction(

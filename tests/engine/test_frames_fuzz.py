@@ -121,6 +121,9 @@ CRAFTED = {
     "decreasing offsets": frame(2, [("s", "str", i64(0, 2, 1) + b"ab")]),
     "offsets not starting at 0": frame(1, [("s", "str", i64(1, 2) + b"ab")]),
     "str column not UTF-8": frame(1, [("s", "str", strings(b"\xff"))]),
+    # found by the fuzz test above: msgspec skipped the unknown key without checking it
+    "header key not UTF-8": (b"FRF1%\x00\x00\x00" + b'{"n":0,"cols":[["","str"]],"aet\x82":{}}'
+                             + bytes(8)),
     "expected column of another kind": frame(1, [("source", "i64", i64(0))]),
 }
 

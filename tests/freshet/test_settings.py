@@ -43,6 +43,7 @@ def test_env_overrides_and_prefix() -> None:
     ({"FRESHET_CATALOG": "features.catalog"}, "FRESHET_CATALOG: catalog reference"),
     ({"FRESHET_CATALOG": "no.such.module:catalog"}, "FRESHET_CATALOG: cannot import"),
     ({"FRESHET_BATCH_MAX_EVENTS": "0"}, "FRESHET_BATCH_MAX_EVENTS:"),
+    ({"FRESHET_GC_YOUNG_THRESHOLD": "0"}, "FRESHET_GC_YOUNG_THRESHOLD: must be in"),
     ({"FRESHET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FRESHET_KAFKA_SASL_USERNAME:"),
     ({"FRESHET_WEB_ENABLED": "maybe"}, "FRESHET_WEB_ENABLED: 'maybe' is not a valid boolean"),
 ])
@@ -78,3 +79,17 @@ def test_a_user_catalog_is_loaded_by_reference() -> None:
     s = Settings.from_env({"FRESHET_CATALOG": "features.catalog:first_feature_catalog"})
     assert s.load_catalog().user.names == ("clicks_5m",)
     assert Settings.from_env({}).load_catalog().user.names[0] == "clicks_1m"
+
+
+def test_the_gc_setting_reaches_the_collector() -> None:
+    import gc
+
+    from freshet.gc_tuning import tune_gc
+
+    s = Settings.from_env({"FRESHET_GC_YOUNG_THRESHOLD": "12_345"})
+    old = tune_gc(s.gc_young_threshold)
+    try:
+        assert gc.get_threshold() == (12_345, 10, 10)
+    finally:
+        gc.set_threshold(*old)
+    assert Settings().gc_young_threshold == 50_000
