@@ -16,7 +16,7 @@ without scanning every row.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -230,9 +230,8 @@ class PendingTable:
             column = getattr(self, name)
             if run:
                 column[rows[0]:rows[0] + n] = values
-            else:
-                for row, value in zip(rows, values, strict=True):
-                    column[row] = value
+            else:  # the assignments in C: map() drives them, the deque drops the Nones
+                deque(map(column.__setitem__, rows, values), maxlen=0)
         self.score[arr] = score
         self.ts[arr] = ts
         self.live[arr] = True
