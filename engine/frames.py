@@ -75,16 +75,23 @@ def _kind(values: Any) -> Kind:
     return "str"
 
 
-def _utf8(values: Sequence[str]) -> tuple[list[bytes] | None, bytes, npt.NDArray[np.int64]]:
-    """A string column's items as UTF-8 (None when all are ASCII: not built), its blob
-    and each item's byte length."""
+def _utf8(values: Sequence[str]) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """A string column as one UTF-8 blob and each item's byte length."""
     joined = "".join(values)
     if joined.isascii():  # the usual ids: one encode for the column, lengths from str
-        return None, joined.encode(), np.fromiter(map(len, values), dtype=np.int64,
-                                                  count=len(values))
+        return joined.encode(), np.fromiter(map(len, values), dtype=np.int64,
+                                            count=len(values))
     items = [v.encode() for v in values]
-    return items, b"".join(items), np.fromiter(map(len, items), dtype=np.int64,
-                                               count=len(items))
+    return b"".join(items), np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+
+
+def _byte_lengths(values: Sequence[str] | Sequence[bytes], kind: Kind) -> npt.NDArray[np.int64]:
+    if kind == "bytes":
+        return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    strings: Sequence[str] = values  # type: ignore[assignment]
+    if "".join(strings).isascii():
+        return np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    return np.fromiter((len(v.encode()) for v in strings), dtype=np.int64, count=len(strings))
 
 
 def _offsets(lengths: npt.NDArray[np.int64]) -> bytes:
@@ -104,37 +111,39 @@ def encode(frame: Frame) -> bytes:
         if kind in _DTYPES:
             parts.append(np.ascontiguousarray(values, dtype=_DTYPES[kind]).tobytes())
         elif kind == "str":
-            _, blob, lengths = _utf8(values)
+            blob, lengths = _utf8(values)
             parts += (_offsets(lengths), blob)
         else:
-            parts += (_offsets(np.fromiter(map(len, values), dtype=np.int64, count=n)),
-                      b"".join(values))
+            parts += (_offsets(_byte_lengths(values, kind)), b"".join(values))
     header = _encode_header(_Header(n, cols, frame.meta))
     return MAGIC + len(header).to_bytes(4, "little") + header + b"".join(parts)
 
 
 def encode_split(frame: Frame, limit: int) -> list[bytes]:
     """``frame`` as few encoded frames as fit ``limit`` bytes each: halved until each
-    part fits (or is one row). Sizes are computed, not encoded, so each row is encoded
-    once whatever the depth of the halving.
+    part fits (or is one row). Usually the whole frame fits; when not, the parts' sizes
+    are computed, not encoded, so each row is encoded once more whatever the depth of
+    the halving.
 
     >>> f = Frame({"x": np.arange(100), "s": ["ab"] * 100})
     >>> [len(decode(b)) for b in encode_split(f, limit=600)]
     [25, 25, 25, 25]
     """
+    whole = encode(frame)
     n = len(frame)
+    if len(whole) <= limit or n <= 1:  # the usual case: one part, encoded once
+        return [whole]
+    names: list[tuple[str, str]] = []
     fixed = 0
     var: list[npt.NDArray[np.int64]] = []  # per string column: cumulative byte lengths
-    for values in frame.columns.values():
+    for name, values in frame.columns.items():
         kind = _kind(values)
+        names.append((name, kind))
         if kind in _DTYPES:
             fixed += np.dtype(_DTYPES[kind]).itemsize
         else:
-            lengths = (_utf8(values)[2] if kind == "str"
-                       else np.fromiter(map(len, values), dtype=np.int64, count=n))
-            var.append(np.concatenate(([0], np.cumsum(lengths))))
+            var.append(np.concatenate(([0], np.cumsum(_byte_lengths(values, kind)))))
             fixed += 8
-    names: list[tuple[str, str]] = [(name, _kind(v)) for name, v in frame.columns.items()]
 
     def size(a: int, b: int) -> int:
         header = len(_encode_header(_Header(b - a, names, frame.meta)))
@@ -147,7 +156,7 @@ def encode_split(frame: Frame, limit: int) -> list[bytes]:
         mid = a + (b - a) // 2
         return cuts(a, mid) + cuts(mid, b)
 
-    return [encode(frame if (a, b) == (0, n) else _slice(frame, a, b)) for a, b in cuts(0, n)]
+    return [encode(_slice(frame, a, b)) for a, b in cuts(0, n)]
 
 
 def _slice(frame: Frame, a: int, b: int) -> Frame:

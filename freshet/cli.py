@@ -87,6 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from freshet.gc_tuning import tune_gc
     from freshet.topics import create_topics
     from streams.evaluation import EvaluationStage
     from streams.startup import FolderLock, StartupError, wait_for_broker
@@ -104,8 +105,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except StartupError as exc:
         raise SystemExit(f"freshet evaluate: {exc}") from None
     create_topics(settings)
-    from freshet.gc_tuning import tune_gc
-
     tune_gc(settings.gc_young_threshold)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
