@@ -47,6 +47,7 @@ from evaluation import Evaluator
 from freshet.settings import Settings
 from freshet.topics import EVALUATION_LEADER, internal_topic
 from streams import kafka
+from streams.changelog import watermarks
 from streams.label_feed import LabelFeed, Positions, feed_consumer, topic_partitions
 from streams.transactions import ProducerFenced, TransactionAborted, Transactions
 
@@ -181,11 +182,12 @@ class OutputsTail:
         self.triggers: dict[str, dict[str, Any]] = {}
         self.consumer = Consumer({**feed_consumer(settings), "enable.partition.eof": False})
         tps = []
+        # just-created topics answer "unknown partition" for a moment: asked again
+        deadline = time.monotonic() + settings.broker_wait_ms / 1000
         for topic, parts in topic_partitions(settings, list(names)).items():
             back = 1 if names[topic] == "model_routing" else self.BACKLOG
             for p in range(parts):
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                                timeout=10, cached=False)
+                low, high = watermarks(self.consumer, (topic, p), deadline)
                 tps.append(TopicPartition(topic, p, max(low, high - back) if high > low
                                           else OFFSET_END))
         self.consumer.assign(tps)

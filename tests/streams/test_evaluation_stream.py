@@ -29,7 +29,7 @@ import pytest
 from evaluation import Evaluator
 from freshet.generator import GeneratorConfig, generate, write_jsonl
 from freshet.topics import create_topics
-from streams.evaluation import OUTPUT_TOPICS
+from streams.evaluation import OUTPUT_TOPICS, OutputsTail
 from streams.replay import read_jsonl, replay_files
 from tests.streams.support import ROOT, consume, produce_log, running_worker, settings_env
 from tests.streams.test_features_stream import make_settings
@@ -217,6 +217,25 @@ def _stats(port: int) -> dict[str, Any] | None:
         return None
 
 
+def test_the_outputs_tail_starts_right_after_its_topics_are_created(
+        kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> None:
+    """Just-created topics answer "unknown partition" to an offsets query for a moment
+    (seen: a `freshet evaluate` started with its topics died there, silently to its
+    caller); the tail asks again and starts at each (empty) topic's end."""
+    for attempt in range(3):  # each on topics created a moment before
+        fresh = make_settings(kafka_bootstrap, f"{unique_prefix}{attempt}-",
+                              tmp_path / str(attempt), **EVAL_ENV)
+        create_topics(fresh)
+        tail = OutputsTail(fresh)
+        try:
+            assert sorted({tp.topic for tp in tail.consumer.assignment()}) == sorted(
+                fresh.topic(t) for t in ("model_routing", "model_metrics", "retrain_triggers"))
+            tail.poll()
+            assert tail.routing is None and tail.summary() == {}
+        finally:
+            tail.close()
+
+
 def test_evaluator_in_its_own_process_survives_sigkill(kafka_bootstrap: str,
                                                       unique_prefix: str,
                                                       tmp_path: Path) -> None:
@@ -279,6 +298,9 @@ def test_evaluator_in_its_own_process_survives_sigkill(kafka_bootstrap: str,
             need = {pid for pid, ts in pred_ts.items() if ts < max(marks)}
             got = consume(settings, ["labels"], lambda g: need <= set(finals(g["labels"])),
                           timeout_s=120, worker=worker)
+    except AssertionError as exc:  # what the evaluator said is the likely reason
+        raise AssertionError(f"{exc}\nevaluator (exit code {proc.poll()}):\n"
+                             f"{log_path.read_text()[-4000:]}") from None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

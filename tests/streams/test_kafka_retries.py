@@ -1,4 +1,4 @@
-"""committed_offsets: which broker answers are waited out and which stop the worker.
+"""committed_offsets and watermarks: which broker answers are waited out, which stop the worker.
 
 A scripted consumer stands in for the client here (the answers of a restarting
 broker cannot be produced on demand); the chaos run (bench/chaos.py) exercises the
@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams import kafka
+from streams import changelog, kafka
 
 
 class Scripted:
@@ -66,3 +66,37 @@ def test_committed_offsets_retries(errors: list[int], wait_s: float, outcome: An
             kafka.committed_offsets(consumer, [], wait_s)
         assert info.value.args[0].code() == outcome
     assert all(p <= 5.0 for p in slept)  # backoff is capped
+
+
+class ScriptedEnds:
+    """A consumer whose ``get_watermark_offsets`` raises the scripted errors, then answers."""
+
+    def __init__(self, errors: list[int]) -> None:
+        self.errors = list(errors)
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        if self.errors:
+            raise KafkaException(KafkaError(self.errors.pop(0), "scripted"))
+        return (3, 17)
+
+
+@pytest.mark.parametrize(("errors", "ok"), [
+    ([], True),
+    # a just-created topic, a restarting broker: asked again
+    ([KafkaError._UNKNOWN_PARTITION, KafkaError.NOT_LEADER_FOR_PARTITION,
+      KafkaError._TIMED_OUT], True),
+    # still unanswered when the deadline passes: one clear error
+    ([KafkaError._UNKNOWN_PARTITION] * 100, False),
+])
+def test_watermarks_are_asked_again_until_the_deadline(
+        errors: list[int], ok: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000.0]
+    monkeypatch.setattr(changelog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(changelog.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    consumer = ScriptedEnds(errors)
+    if ok:
+        assert changelog.watermarks(consumer, ("t", 2), deadline=1_010.0) == (3, 17)
+    else:
+        with pytest.raises(changelog.RestoreError, match=r"no watermarks of t\[2\]"):
+            changelog.watermarks(consumer, ("t", 2), deadline=1_010.0)
+        assert clock[0] > 1_010.0 and len(consumer.errors) < 100
