@@ -12,7 +12,10 @@ What one run does:
 2. Starts one ``freshet worker`` with the product's default settings (30 min label
    window, default catalog) except its own data folder, web port and
    ``--store rocksdb``; ``--evaluation off`` leaves the evaluation stage out (the
-   engine's memory alone: the evaluator keeps a day of label ids to drop repeats).
+   engine's memory alone: the evaluator keeps a day of label ids to drop repeats);
+   ``--evaluation process`` runs it as ``freshet evaluate`` beside the worker
+   (``FRESHET_EVALUATION_LEADER=process``), so one run measures both memories: the
+   worker's (the engine) and the evaluator's, also per matured label.
 3. Produces the project generator's log at ``--rate`` records/s for ``--minutes``,
    generated in chunks of ``--chunk-predictions`` (seeds ``seed``, ``seed+1``, ...;
    each chunk starts a minute of event time after the previous one's last record), so
@@ -25,7 +28,9 @@ What one run does:
 5. At the end: the live state, read from the changelog topics (latest value per key:
    keys and bytes per state), and RSS growth after the warm-up (the first 1/6 of the
    run: 5 min of a 30 min run): median RSS of the last minute against the median of
-   the minute after the warm-up; the goal is flat within 5 %.
+   the minute after the warm-up; the goal is flat within 5 %. Also the growth along the
+   least-squares line through every sample after the warm-up (``trend_growth_pct``):
+   RSS moves with the size of the batch in hand, so two one-minute medians are noisy.
 
 Bounded (every wait has a timeout), loopback only, processes ended by PID; the broker
 folder is removed at the end unless something failed. ``--json FILE`` writes every
@@ -52,6 +57,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from bench._own_run import run_on_own_broker  # noqa: E402
 from bench._supervise import (  # noqa: E402
+    ROOT,
+    Child,
     GroupLag,
     OwnBroker,
     PacedProducer,
@@ -59,6 +66,7 @@ from bench._supervise import (  # noqa: E402
     client_config,
     dir_bytes,
     rss_kib,
+    settings_env,
     summarize,
     worker_settings,
 )
@@ -94,8 +102,9 @@ class Sampler:
     """One sample every ``every_s``: RSS, /stats, group lag, bytes on disk."""
 
     def __init__(self, worker: WorkerProc, lag: GroupLag, producer: PacedProducer,
-                 broker: OwnBroker, settings: Settings) -> None:
+                 broker: OwnBroker, settings: Settings, evaluator: Child | None = None) -> None:
         self.worker = worker
+        self.evaluator = evaluator
         self.lag = lag
         self.producer = producer
         self.broker = broker
@@ -110,6 +119,8 @@ class Sampler:
         s = {
             "t_s": round(time.monotonic() - self.t0, 1),
             "rss_mib": _mib(rss_kib(self.worker.pid)),
+            "evaluator_rss_mib": (None if self.evaluator is None
+                                  else _mib(rss_kib(self.evaluator.pid))),
             "produced": self.producer.log.delivered_n,
             # None when /stats did not answer within 2 s this time
             "events": sum(stats["events"].values()) if "events" in stats else None,
@@ -120,6 +131,8 @@ class Sampler:
             "aborted_transactions": stats.get("aborted_transactions"),
             "dead_letters": stats.get("dead_letters"),
             "labels": sum((stats.get("labels") or {}).values()),
+            # label records out (one final label each in the default mode, "wait")
+            "label_records": (stats.get("labels") or {}).get("label"),
             # the state counters /stats has (whatever this version of the worker names so)
             "state_stats": {k: v for k, v in stats.items()
                             if "state" in k or "store" in k or "restored" in k},
@@ -186,9 +199,10 @@ def _read_changelog(bootstrap: str, topic: str, sizes: dict[tuple[int, bytes], i
     return n
 
 
-def rss_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+def rss_growth(samples: list[dict[str, Any]], warmup_s: float,
+               key: str = "rss_mib") -> dict[str, Any]:
     """RSS after the warm-up: the minute after it vs the last minute, and the slope."""
-    pts = [(x["t_s"], x["rss_mib"]) for x in samples if x["rss_mib"] is not None]
+    pts = [(x["t_s"], x[key]) for x in samples if x.get(key) is not None]
     after = [(t, r) for t, r in pts if t >= warmup_s]
     if len(after) < 4:
         return {"error": f"only {len(after)} samples after the warm-up"}
@@ -199,25 +213,49 @@ def rss_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]
     ts, rs = [t for t, _ in after], [r for _, r in after]
     slope = statistics.linear_regression(ts, rs).slope * 3600 if len(set(ts)) > 1 else 0.0
     growth = (end - base) / base * 100
+    # the same from the fitted line (one sample's batch-sized peak moves it less)
+    trend = slope / 3600 * (end_t - after[0][0]) / base * 100
     return {"warmup_s": warmup_s, "rss_start_mib": pts[0][1], "rss_after_warmup_mib": base,
             "rss_end_mib": end, "rss_max_mib": max(r for _, r in pts),
-            "growth_pct": round(growth, 2), "slope_mib_per_hour": round(slope, 1),
+            "rss_min_after_warmup_mib": min(rs), "rss_max_after_warmup_mib": max(rs),
+            "growth_pct": round(growth, 2), "trend_growth_pct": round(trend, 2),
+            "slope_mib_per_hour": round(slope, 1),
             "flat_within_5pct": abs(growth) <= GOAL_PCT}
+
+
+def evaluator_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """The evaluator process's RSS growth, and per label record made meanwhile."""
+    out = rss_growth(samples, warmup_s, "evaluator_rss_mib")
+    after = [x for x in samples if x["t_s"] >= warmup_s and x.get("evaluator_rss_mib")
+             and x.get("label_records") is not None]
+    if "error" not in out and len(after) >= 2:
+        labels = after[-1]["label_records"] - after[0]["label_records"]
+        grown = (after[-1]["evaluator_rss_mib"] - after[0]["evaluator_rss_mib"]) * 2**20
+        out["labels_after_warmup"] = labels
+        out["bytes_per_label"] = round(grown / labels, 1) if labels else None
+    return out
 
 
 def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, Any]:
     prefix = f"soak{time.strftime('%H%M%S')}-"
     s = worker_settings(broker.bootstrap, prefix, work / "data", store=args.store,
-                        partitions=PARTITIONS, evaluation_enabled=args.evaluation == "on")
+                        partitions=PARTITIONS, evaluation_enabled=args.evaluation != "off",
+                        evaluation_leader="process" if args.evaluation == "process"
+                        else "worker")
     create_topics(s)
     worker = WorkerProc("worker", s, work / "worker.log")
     worker.start()
+    evaluator = None
+    if args.evaluation == "process":
+        evaluator = Child("evaluator", [str(ROOT / ".venv" / "bin" / "python"), "-m",
+                                        "freshet.cli", "evaluate"],
+                          work / "evaluator.log", env=settings_env(s))
     worker.wait_serving()
     producer = PacedProducer(broker.bootstrap, chunked_log(args),
                              {t: s.topic(t) for t in ("clicks", "predictions")},
                              args.rate, args.minutes * 60, keep_log=False)
     lag = GroupLag(broker.bootstrap, s.app_id, [s.topic("clicks"), s.topic("predictions")])
-    sampler = Sampler(worker, lag, producer, broker, s)
+    sampler = Sampler(worker, lag, producer, broker, s, evaluator)
     producer.start()
     sampler.t0 = time.monotonic()
     crashed = None
@@ -228,7 +266,10 @@ def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, An
     finally:
         lag.close()
         worker.stop()
+        if evaluator is not None:
+            evaluator.stop(timeout_s=30)
     samples = sampler.samples
+    warmup_s = args.minutes * 60 / 6
     lags = [x["group_lag_s"] for x in samples if x["group_lag_s"] is not None]
     return {
         "events_in": {"delivered": producer.log.delivered_n,
@@ -236,7 +277,9 @@ def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, An
                       "seconds": round(producer.ended_at - producer.started_at, 1),
                       "processed": (final_stats or {}).get("events")},
         "worker_crashed": crashed,
-        "rss": rss_growth(samples, args.minutes * 60 / 6),
+        "rss": rss_growth(samples, warmup_s),
+        "evaluator_rss": (None if evaluator is None
+                          else evaluator_growth(samples, warmup_s)),
         "lag_s": {**summarize(lags), "final": lags[-1] if lags else None},
         "state": {"live": state, "local_store_bytes_end": samples[-1]["local_store_bytes"],
                   "changelog_disk_bytes_end": samples[-1]["changelog_disk_bytes"],
@@ -258,6 +301,10 @@ def sample_until_done(sampler: Sampler, producer: PacedProducer, worker: WorkerP
             log.error("the worker exited with %s:\n%s", worker.returncode(), worker.tail(40))
             producer.halt()
             return f"exit code {worker.returncode()}"
+        if sampler.evaluator is not None and not sampler.evaluator.alive():
+            log.error("the evaluator exited:\n%s", sampler.evaluator.tail(40))
+            producer.halt()
+            return f"evaluator exit code {sampler.evaluator.popen.poll()}"
         if time.monotonic() >= next_at:
             sampler.sample()
             next_at += args.sample_every_s
@@ -278,8 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chunk-predictions", type=int, default=50_000)
     ap.add_argument("--malformed-fraction", type=float, default=0.001)
     ap.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb")
-    ap.add_argument("--evaluation", choices=("on", "off"), default="on",
-                    help="the evaluation stage in the worker (off: the engine alone)")
+    ap.add_argument("--evaluation", choices=("on", "off", "process"), default="on",
+                    help="the evaluation stage in the worker (off: the engine alone; "
+                         "process: in a `freshet evaluate` process beside it)")
     ap.add_argument("--sample-every-s", type=float, default=10.0)
     ap.add_argument("--keep", action="store_true", help="keep the broker folder and logs")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
@@ -296,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         return doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
 
     def summary(doc: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": doc["ok"], "rss": doc.get("rss", {}), "lag_s": doc.get("lag_s"),
+        return {"ok": doc["ok"], "rss": doc.get("rss", {}),
+                "evaluator_rss": doc.get("evaluator_rss"), "lag_s": doc.get("lag_s"),
                 "state": {k: v for k, v in doc.get("state", {}).items() if k != "stats_end"}}
 
     return run_on_own_broker("soak", args, lambda work, broker: run(args, work, broker),

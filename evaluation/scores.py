@@ -1,7 +1,7 @@
 """Exact, mergeable score summaries: label counts per distinct score, and per time tile.
 
 Why counts per distinct score: ROC AUC needs the ranks of all scores. Keeping
-``{score: [negatives, positives]}`` is exact for any float (scores are dict keys,
+``{score: negatives + positives * 2**40}`` is exact for any float (scores are dict keys,
 compared exactly, never rounded), merges and subtracts in integers (so a sliding window
 can drop a tile without any rounding drift) and is bounded by the number of distinct
 scores (at most 10**6 + 1 for scores with 6 decimals, whatever the traffic).
@@ -10,8 +10,16 @@ scores (at most 10**6 + 1 for scores with 6 decimals, whatever the traffic).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
-from evaluation.stats import auc_from_counts
+from evaluation.stats import auc_from_rows
+
+#: a positive's weight in a packed count: ``negatives + positives * _POS`` (one int per
+#: score: a count of a few negatives is one of CPython's shared small ints, where a
+#: ``[negatives, positives]`` list took ~60 B per score and summary)
+_POS = 1 << 40
+_NEG_MASK = _POS - 1
 
 
 class ScoreCounts:
@@ -27,23 +35,23 @@ class ScoreCounts:
     __slots__ = ("counts", "negatives", "positives")
 
     def __init__(self) -> None:
-        self.counts: dict[float, list[int]] = {}
+        #: score -> negatives + positives * 2**40 (see :meth:`rows` for the pairs)
+        self.counts: dict[float, int] = {}
         self.negatives = 0
         self.positives = 0
 
     def add(self, score: float, label: int) -> None:
         """Count one labelled score.
 
-        >>> sc = ScoreCounts(); sc.add(0.5, 1); sc.counts
-        {0.5: [0, 1]}
+        >>> sc = ScoreCounts(); sc.add(0.5, 1); sc.add(0.5, 0); list(sc.rows())
+        [(0.5, 1, 1)]
         """
-        entry = self.counts.get(score)
-        if entry is None:
-            entry = self.counts[score] = [0, 0]
-        entry[1 if label else 0] += 1
+        counts = self.counts
         if label:
+            counts[score] = counts.get(score, 0) + _POS
             self.positives += 1
         else:
+            counts[score] = counts.get(score, 0) + 1
             self.negatives += 1
 
     def remove(self, score: float, label: int) -> None:
@@ -52,13 +60,14 @@ class ScoreCounts:
         >>> sc = ScoreCounts(); sc.add(0.5, 1); sc.remove(0.5, 1); sc.counts, sc.positives
         ({}, 0)
         """
-        entry = self.counts[score]
-        entry[1 if label else 0] -= 1
+        left = self.counts[score] - (_POS if label else 1)
         if label:
             self.positives -= 1
         else:
             self.negatives -= 1
-        if entry[0] == 0 and entry[1] == 0:
+        if left:
+            self.counts[score] = left
+        else:
             del self.counts[score]
 
     def merge(self, other: ScoreCounts, sign: int = 1) -> None:
@@ -66,19 +75,29 @@ class ScoreCounts:
 
         >>> a, b = ScoreCounts(), ScoreCounts()
         >>> a.add(0.2, 0); a.add(0.7, 1); b.add(0.2, 0)
-        >>> a.merge(b, -1); a.counts
-        {0.7: [0, 1]}
+        >>> a.merge(b, -1); list(a.rows())
+        [(0.7, 0, 1)]
         """
-        for score, (neg, pos) in other.counts.items():
-            entry = self.counts.get(score)
-            if entry is None:
-                entry = self.counts[score] = [0, 0]
-            entry[0] += sign * neg
-            entry[1] += sign * pos
-            if entry[0] == 0 and entry[1] == 0:
-                del self.counts[score]  # keeps the summary bounded by live scores
+        counts = self.counts
+        for score, packed in other.counts.items():
+            left = counts.get(score, 0) + sign * packed
+            if left:
+                counts[score] = left
+            else:
+                counts.pop(score, None)  # keeps the summary bounded by live scores
         self.negatives += sign * other.negatives
         self.positives += sign * other.positives
+
+    def rows(self) -> Iterator[tuple[float, int, int]]:
+        """(score, negatives, positives) in ascending score order.
+
+        >>> sc = ScoreCounts(); sc.add(0.9, 0); sc.add(0.1, 1); list(sc.rows())
+        [(0.1, 0, 1), (0.9, 1, 0)]
+        """
+        counts = self.counts
+        for score in sorted(counts):
+            packed = counts[score]
+            yield score, packed & _NEG_MASK, packed >> 40
 
     def auc(self) -> float | None:
         """Exact ROC AUC (ties half); None with a single class.
@@ -86,7 +105,14 @@ class ScoreCounts:
         >>> ScoreCounts().auc() is None
         True
         """
-        return auc_from_counts(self.counts)
+        return auc_from_rows((neg, pos) for _, neg, pos in self.rows())
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # checkpoints written before the counts were packed hold [neg, pos] lists
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self.counts = {score: (c[0] + c[1] * _POS if isinstance(c, list) else c)
+                       for score, c in self.counts.items()}
 
 
 class Tile:

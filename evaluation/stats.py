@@ -8,6 +8,7 @@ NaN, so records stay valid JSON.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 #: Two-sided 95 % standard-normal quantile.
 Z95 = 1.959963984540054
@@ -120,10 +121,18 @@ def auc_from_counts(counts: dict[float, list[int]]) -> float | None:
     >>> auc_from_counts({0.3: [2, 0]}) is None
     True
     """
+    return auc_from_rows((counts[s][0], counts[s][1]) for s in sorted(counts))
+
+
+def auc_from_rows(rows: Iterable[tuple[int, int]]) -> float | None:
+    """Exact ROC AUC from (negatives, positives) per distinct score, in ascending order.
+
+    >>> auc_from_rows([(1, 0), (1, 1), (0, 1)])
+    0.875
+    """
     negatives = positives = 0
     twice = 0  # 2 * (pairs ranked right) + (tied pairs): an exact integer
-    for score in sorted(counts):
-        neg, pos = counts[score]
+    for neg, pos in rows:
         twice += pos * (2 * negatives + neg)
         negatives += neg
         positives += pos

@@ -35,7 +35,7 @@ from typing import Any
 from evaluation.config import TriggerConfig
 from evaluation.drift import DriftMonitor
 from evaluation.scores import ScoreCounts
-from evaluation.stats import auc_from_counts, auc_standard_error, mean_and_variance
+from evaluation.stats import auc_standard_error, mean_and_variance
 from events.contracts import SCHEMA_VERSION
 
 #: triggers kept per model in ``history`` (a record shows every trigger since the
@@ -76,8 +76,8 @@ def auc_drop(reference: ScoreCounts, recent: ScoreCounts, z: float) -> dict[str,
     >>> fig = auc_drop(a, b, 1.96); fig["reference"], fig["recent"]
     (1.0, 0.55)
     """
-    auc_ref = auc_from_counts(reference.counts)
-    auc_rec = auc_from_counts(recent.counts)
+    auc_ref = reference.auc()
+    auc_rec = recent.auc()
     if auc_ref is None or auc_rec is None:
         return None
     se = math.sqrt(auc_standard_error(auc_ref, reference.positives, reference.negatives) ** 2

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from confluent_kafka import KafkaError
 
 from engine import Result
+from streams.transactions import TransactionAborted, Transactions
+
+log = logging.getLogger(__name__)
 
 
 def partitioner(partitions: int) -> Callable[[str], int]:
@@ -38,6 +47,36 @@ class Pending:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     count: int = 0
 
+    def take(self, msgs: list[Any], kinds: Mapping[str, str], users: Container[int],
+             items: Container[int]) -> None:
+        """Sort consumed messages by kind and partition (``kinds``: topic -> kind).
+
+        Only partitions owned here (``users``, ``items``) are taken: a record of one
+        revoked while it was in flight is read again by its new owner. Errors are
+        logged (end-of-partition events are not errors) and skipped.
+        """
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consuming: %s", err)
+                continue
+            topic, p, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+            kind = kinds[topic]
+            if p not in (items if kind == "items_repartition" else users):
+                continue
+            if kind == "items_repartition":
+                self.items[p].append((offset, msg.value()))
+                self.item_keys[p].append(msg.key())
+            elif kind == "item_snapshots":
+                self.snapshots[p].append((offset, msg.value()))
+                self.snapshot_keys[p].append(msg.key())
+            else:
+                self.users[p].append((1 if kind == "predictions" else 0, offset, msg.key(),
+                                      msg.value()))
+            self.offsets[(topic, p)] = offset + 1
+            self.count += 1
+
 
 @dataclass(slots=True)
 class Batch:
@@ -49,6 +88,49 @@ class Batch:
     count: int
     started: float
     processed: float
+
+
+class Pipelined:
+    """At most one batch's transaction, committing in a thread of its own while the next
+    batch is processed (a daemon thread: one stuck in librdkafka, see
+    :meth:`Transactions.replace_stuck`, must not keep the process alive)."""
+
+    def __init__(self, txn: Transactions) -> None:
+        self.txn = txn
+        self._inflight: tuple[Future[float], Batch] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A transaction is in flight."""
+        return self._inflight is not None
+
+    def submit(self, batch: Batch) -> None:
+        """Begin committing ``batch`` (after :meth:`settle`: one in flight at a time)."""
+        future: Future[float] = Future()
+
+        def run() -> None:
+            try:
+                self.txn.commit(batch.result.outputs, batch.result.deltas, batch.offsets,
+                                batch.group_metadata)
+                future.set_result(time.time())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="freshet-commit", daemon=True).start()
+        self._inflight = (future, batch)
+
+    def settle(self) -> tuple[Batch, float] | None:
+        """Wait for the transaction in flight: (its batch, when it committed), or None
+        with none in flight; :class:`TransactionAborted` if it was aborted or got stuck."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return None
+        future, batch = inflight
+        try:
+            return batch, future.result(timeout=self.txn.stuck_s)
+        except FutureTimeout:
+            self.txn.replace_stuck()
+            raise TransactionAborted("stuck") from None
 
 
 @dataclass(slots=True)

@@ -28,9 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -49,6 +47,7 @@ from freshet.topics import EVALUATION_LEADER, internal_topic
 from streams import kafka
 from streams.changelog import watermarks
 from streams.label_feed import LabelFeed, Positions, feed_consumer, topic_partitions
+from streams.loops import Loop
 from streams.transactions import ProducerFenced, TransactionAborted, Transactions
 
 log = logging.getLogger(__name__)
@@ -240,7 +239,7 @@ class OutputsTail:
         self.consumer.close()
 
 
-class EvaluationStage:
+class EvaluationStage(Loop):
     """The stage's thread: the tail, and with ``lead`` the election and the leader's work.
 
     Workers run it with ``lead`` unless ``FRESHET_EVALUATION_LEADER=process``, where
@@ -248,15 +247,15 @@ class EvaluationStage:
     evaluator then has a process (and a core) of its own.
     """
 
+    name = "freshet-evaluation"
+
     def __init__(self, settings: Settings, lead: bool = True) -> None:
+        super().__init__()
         self.settings = settings
         self.lead = lead
         self.leader: Leader | None = None
         self.tail: OutputsTail | None = None
-        self.error: BaseException | None = None
         self._elected = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -267,26 +266,8 @@ class EvaluationStage:
         """The latest routing weights record, or None before the first one."""
         return self.tail.routing if self.tail is not None else None
 
-    def start(self, on_crash: Callable[[BaseException], None] | None = None) -> None:
-        """Run the stage in a thread; ``on_crash`` is called if it dies."""
-        def main() -> None:
-            try:
-                self._run()
-            except BaseException as exc:
-                log.exception("evaluation stage crashed")
-                self.error = exc
-                if on_crash is not None:
-                    on_crash(exc)
-
-        self._thread = threading.Thread(target=main, name="freshet-evaluation", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The tail and, with ``lead``, the election and the leader's work."""
         s = self.settings
         self.tail = OutputsTail(s)
         election = None

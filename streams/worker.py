@@ -28,8 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -44,13 +42,14 @@ from confluent_kafka import (
 from engine import InputBatch, ItemPartition, Result, UserPartition, label_reports
 from engine.users import Counters
 from features.catalog import Catalog
-from features.records import RecordEncoder
 from freshet.settings import Settings
 from streams import kafka
-from streams.batches import Batch, BatchSizes, Pending, partitioner
+from streams.batches import Batch, BatchSizes, Pending, Pipelined, partitioner
 from streams.checkpoints import Part
 from streams.follower import Follower
+from streams.loops import Loop
 from streams.positions import Positions, past_markers
+from streams.reads import FeatureReads
 from streams.state import PartitionStates, readable
 from streams.transactions import TransactionAborted, Transactions
 
@@ -62,11 +61,14 @@ REPORT_EVERY_S = 5.0
 POLL_S = 0.005
 
 
-class Worker:
+class Worker(Loop):
     """One worker process's engine loop (runs in its own thread; see the module doc)."""
+
+    name = "freshet-worker"
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None,
                  group_factory: Callable[[dict[str, Any]], Any] = Consumer) -> None:
+        super().__init__()
         self.settings = settings
         self._group_factory = group_factory  # a testing aid: wraps the group consumer
         self.catalog = catalog or settings.load_catalog()
@@ -87,57 +89,32 @@ class Worker:
 
         self._assigned: set[Part] = set()
         self._to_restore: set[Part] = set()
-        self._inflight: tuple[Future[float], Batch] | None = None
         self._positions = Positions()
         self._needs_reset = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
         self.running = False
         #: the group has assigned this worker its partitions at least once
         self.joined = False
         #: records not yet read per assigned input partition (None until known)
         self.lag: dict[Part, int] | None = None
-        self._encoders = {"user": RecordEncoder(self.catalog.user, ("clicks", "predictions")),
-                          "item": RecordEncoder(self.catalog.item, [
-                              f"{s}:{o}" for s in ("clicks", "predictions")
-                              for o in range(settings.partitions)])}
+        self.reads = FeatureReads(self.catalog, settings.partitions, self.partition_of,
+                                  self.lock, self.users, self.items)
         self._topic_kind = {self.names["predictions"]: "predictions",
                             self.names["clicks"]: "clicks",
                             self.names["item_snapshots"]: "item_snapshots",
                             self.names["items_repartition"]: "items_repartition"}
 
-    # -- lifecycle --------------------------------------------------------------------
-
-    def start(self, on_crash: Callable[[BaseException], None] | None = None) -> None:
-        """Run the loop in a thread; ``on_crash`` is called if it dies."""
-
-        def main() -> None:
-            try:
-                self.run()
-            except BaseException as exc:
-                self.error = exc
-                log.critical("the worker loop stopped: %r", exc, exc_info=True)
-                if on_crash is not None:
-                    on_crash(exc)
-
-        self._thread = threading.Thread(target=main, name="freshet-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish the current batch, leave the group, and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+    # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> None:
-        """The loop (see the module doc); returns when :meth:`stop` is called."""
+        """The loop (see the module doc); returns when :meth:`stop` is called (it finishes
+        the current batch and leaves the group)."""
         s = self.settings
         started = time.monotonic()
         self.states = PartitionStates(s, self.changelogs)
         self.txn = Transactions(kafka.transactional_producer(s), self.names, self.changelogs,
                                 commit_delay_s=s.debug_commit_delay_ms / 1000.0,
                                 wait_s=s.broker_wait_ms / 1000.0)
+        self.commits = Pipelined(self.txn)
         log.info("transactional producer %s ready in %.2f s", s.transactional_id(),
                  time.monotonic() - started)
         self.group = self._group_factory(kafka.group_consumer(s))
@@ -172,7 +149,7 @@ class Worker:
                 if now - self._last_mark >= mark_every:
                     self._mark()
                 if batch is not None:
-                    self._inflight = (self._submit(batch), batch)
+                    self.commits.submit(batch)
             clean = self._settle()
         finally:
             self.running = False
@@ -185,48 +162,22 @@ class Worker:
 
     # -- transactions -----------------------------------------------------------------
 
-    def _commit(self, batch: Batch) -> float:
-        """The batch's transaction (in the commit thread); when it committed."""
-        self.txn.commit(batch.result.outputs, batch.result.deltas, batch.offsets,
-                        batch.group_metadata)
-        return time.time()
-
-    def _submit(self, batch: Batch) -> Future[float]:
-        """Commit ``batch`` in a thread of its own (a daemon: one stuck in librdkafka,
-        see :meth:`Transactions.replace_stuck`, must not keep the process alive)."""
-        future: Future[float] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(self._commit(batch))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="freshet-commit", daemon=True).start()
-        return future
-
     def _settle(self, defer_reset: bool = False) -> bool:
         """Wait for the transaction in flight; False if it was aborted (state reset)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
-            return True
-        future, batch = inflight
         try:
-            try:
-                committed = future.result(timeout=self.txn.stuck_s)
-            except FutureTimeout:
-                self.txn.replace_stuck()
-                raise TransactionAborted("stuck") from None
+            done = self.commits.settle()
         except TransactionAborted:
             if defer_reset:  # inside a rebalance callback: reset when it has returned
                 self._needs_reset = True
             else:
                 self._reset()
             return False
-        if self.states is not None:
-            self.states.committed(batch.result.deltas)
-        if batch.count:
-            self.batch_sizes.add(batch.count, batch.started, batch.processed, committed)
+        if done is not None:
+            batch, committed = done
+            if self.states is not None:
+                self.states.committed(batch.result.deltas)
+            if batch.count:
+                self.batch_sizes.add(batch.count, batch.started, batch.processed, committed)
         return True
 
     def _mark(self, only: set[Part] | None = None) -> None:
@@ -375,7 +326,7 @@ class Worker:
         # with a transaction in flight, take what is there and process it meanwhile;
         # else wait for the first records (up to the commit interval: the idle timers)
         msgs = self._consume(0)
-        if not msgs and self._inflight is None:
+        if not msgs and not self.commits.busy:
             deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
             while not msgs and time.monotonic() < deadline and not self._stop.is_set():
                 msgs = self._consume(POLL_S)
@@ -390,29 +341,7 @@ class Worker:
         if self._to_restore:
             self._restore()
         pending = Pending()
-        kinds = self._topic_kind
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consuming: %s", err)
-                continue
-            topic, p, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
-            kind = kinds[topic]
-            owned = p in (self.items if kind == "items_repartition" else self.users)
-            if not owned:
-                continue  # revoked while in flight: its new owner reads it again
-            if kind == "items_repartition":
-                pending.items[p].append((offset, msg.value()))
-                pending.item_keys[p].append(msg.key())
-            elif kind == "item_snapshots":
-                pending.snapshots[p].append((offset, msg.value()))
-                pending.snapshot_keys[p].append(msg.key())
-            else:
-                pending.users[p].append((1 if kind == "predictions" else 0, offset, msg.key(),
-                                         msg.value()))
-            pending.offsets[(topic, p)] = offset + 1
-            pending.count += 1
+        pending.take(msgs, self._topic_kind, self.users, self.items)
         past_markers(pending.offsets, self.group, self.names["predictions"], self.follow.consumer)
         return pending
 
@@ -479,21 +408,7 @@ class Worker:
 
     def read(self, entity: str, key: str) -> tuple[int, bytes]:
         """(HTTP status, body) of ``GET /features/{entity}/{key}`` answered here."""
-        partition = self.partition_of(key)
-        with self.lock:
-            owner: UserPartition | ItemPartition | None = (
-                self.users.get(partition) if entity == "user" else self.items.get(partition))
-            if owner is None:
-                return 421, b'{"error":"this worker does not own that key\'s partition"}'
-            table = owner.table
-            row = table.row_of(key)
-            if row is None:
-                return 404, f'{{"error":"unknown {entity} id"}}'.encode()
-            rows = np.array([row], dtype=np.int64)
-            values = table.read(rows)
-            (body,) = self._encoders[entity].records([key], table.as_of[rows], values, None,
-                                                     partition)
-        return 200, body
+        return self.reads.read(entity, key)
 
     def owned(self) -> dict[str, list[int]]:
         """The partitions this worker owns now."""

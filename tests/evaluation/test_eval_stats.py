@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -54,7 +55,26 @@ def test_auc_after_merge_and_subtract_is_exact(rows: list[tuple[float, int]],
     tail = rows[cut:]
     assert whole.auc() == (pairwise_auc([s for s, _ in tail], [y for _, y in tail])
                            if tail else None)
-    assert sum(n + p for n, p in whole.counts.values()) == len(tail)
+    assert sum(n + p for _, n, p in whole.rows()) == len(tail)
+
+
+@PROPS
+@given(ROWS)
+def test_counts_survive_a_pickle_and_the_older_list_layout(rows: list[tuple[float, int]]) -> None:
+    """Checkpoints pickle the summaries; ones written before counts were packed hold
+    ``[negatives, positives]`` lists, and load to the same counts."""
+    sc = ScoreCounts()
+    for s, y in rows:
+        sc.add(s, y)
+    want = sorted({s: (sum(1 for t, y in rows if t == s and not y),
+                       sum(1 for t, y in rows if t == s and y)) for s, _ in rows}.items())
+    again = pickle.loads(pickle.dumps(sc, protocol=5))
+    assert [(s, (n, p)) for s, n, p in again.rows()] == want
+    old = ScoreCounts.__new__(ScoreCounts)
+    old.__setstate__((None, {"counts": {s: list(np_) for s, np_ in want},
+                             "negatives": sc.negatives, "positives": sc.positives}))
+    assert [(s, (n, p)) for s, n, p in old.rows()] == want
+    assert old.auc() == pairwise_auc([s for s, _ in rows], [y for _, y in rows])
 
 
 AUC_TABLE = [
