@@ -282,9 +282,12 @@ class UserPartition:
             topic = routes[kind]
             if topic is not None:
                 append(Out(topic, key.encode(), value))
-        if self.changelog:
+        # asked also without a changelog (replay): it then forgets what it recorded as
+        # changed, which would otherwise grow with every prediction of a backfill
+        deltas = engine.take_deltas()
+        if deltas:
             result.deltas.extend(Delta("label", self.partition, key, value)
-                                 for key, value in engine.take_deltas())
+                                 for key, value in deltas)
 
     def _forward(self, dec: _Decoded, keep: I64, source: npt.NDArray[np.int8], ts: I64,
                  batch: InputBatch, result: Result) -> None:

@@ -96,7 +96,9 @@ def merged_order(pred_ts: np.ndarray, click_ts: np.ndarray) -> tuple[np.ndarray,
 class Replay:
     """The engine's partitions over batches of raw input records (one partition)."""
 
-    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None,
+                 changelog: bool = False) -> None:
+        # changelog: make the changelog deltas a worker's partitions make (bench only)
         catalog = catalog or settings.load_catalog()
         self.counters = Counters()
         items = len(catalog.item.specs) > 0
@@ -104,9 +106,9 @@ class Replay:
         self.users = UserPartition(0, catalog.user, labels, settings.allowed_lateness_ms,
                                    (lambda item_id: 0) if items else None, self.counters,
                                    topics=("clicks.jsonl", "predictions.jsonl"),
-                                   changelog=False)
+                                   changelog=changelog)
         self.items = ItemPartition(0, catalog.item, 1, snapshots=labels is not None,
-                                   counters=self.counters, changelog=False) if items else None
+                                   counters=self.counters, changelog=changelog) if items else None
         self.offsets = dict.fromkeys(INTERNAL, 0)
 
     def _internal(self, result: Result, topic: str) -> list[tuple[int, bytes | None]]:

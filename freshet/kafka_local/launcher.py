@@ -298,7 +298,18 @@ def _port_taken(port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with ``-`` (1 in 64 do): the storage tool would take it for
+    an option and refuse to format (seen: a soak run's broker did not start). Kafka's
+    own ``Uuid.randomUuid`` draws again for the same reason.
+
+    >>> cid = _cluster_id(); len(cid), cid[0] != "-"
+    (22, True)
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
