@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench._supervise import rss_kib  # noqa: E402
 from engine import InputBatch  # noqa: E402
 from freshet.gc_tuning import tune_gc  # noqa: E402
 from freshet.generator import GeneratorConfig, generate  # noqa: E402
@@ -34,10 +36,10 @@ from streams.replay import Replay  # noqa: E402
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    kib = rss_kib(os.getpid())
+    if kib is None:
+        raise RuntimeError("no VmRSS in /proc/self/status")
+    return kib / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

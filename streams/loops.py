@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 
-class Loop:
+class Loop(ABC):
     """Subclasses implement :meth:`run`, returning once ``self._stop`` is set.
 
     A crash is kept in :attr:`error` (``/ready`` and ``/stats`` report it) and handed
@@ -24,8 +25,9 @@ class Loop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """The loop itself (in the thread :meth:`start` makes)."""
 
     def start(self, on_crash: Callable[[BaseException], None] | None = None) -> None:
         """Run :meth:`run` in a daemon thread; ``on_crash`` is called if it dies."""
