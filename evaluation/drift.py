@@ -145,13 +145,19 @@ class PsiSubject:
         if self.edges is None:
             return None
         b = bisect.bisect_left(self.edges, value)
-        self.current.append(b)
+        current = self.current
+        current.append(b)
+        if len(current) > self.current_size:
+            out: int | None = current.popleft()
+            if out == b and self.terms:  # the same bin in and out: nothing changed
+                return self.value
+        else:
+            out = None
         counts = self.current_counts
         counts[b] += 1
-        out = self.current.popleft() if len(self.current) > self.current_size else None
         if out is not None:
             counts[out] -= 1
-        if len(self.current) < self.current_size:
+        if len(current) < self.current_size:
             return self.value
         # the same arithmetic as psi(), bin by bin: only the bins that changed are redone
         # (psi_term inlined: this runs once per numeric feature of every example)
@@ -221,6 +227,19 @@ class AdwinState:
         return False
 
 
+_psi_keys: dict[str, str] = {}
+
+
+def _psi_key(name: str) -> str:
+    """``psi:<name>``, built once per name (up to a bound: names come from records)."""
+    key = _psi_keys.get(name)
+    if key is None:
+        key = "psi:" + name
+        if len(_psi_keys) < 4_096:
+            _psi_keys[name] = key
+    return key
+
+
 class DriftMonitor:
     """Every PSI subject and ADWIN detector, fed matured examples and labels in order.
 
@@ -285,10 +304,16 @@ class DriftMonitor:
                     subject.freeze(cfg.bins)
             return
         self.examples_seen += 1
-        for name, value in ev.features.items():
-            current = self.features.get(name)
+        subjects, drifted = self.features, self.drifted
+        epsilon, threshold = cfg.epsilon, cfg.psi_threshold
+        for name, value in ev.features.items():  # _current, inlined: once per feature
+            current = subjects.get(name)
             if current is not None:
-                self._current(f"psi:{name}", current, value)
+                psi_value = current.add_current(value, epsilon)
+                if psi_value is not None and psi_value > threshold:
+                    drifted.add(_psi_key(name))
+                elif drifted:
+                    drifted.discard(_psi_key(name))
 
     def on_label(self, model_id: str, score: float, loss: float, prediction_ts: int) -> None:
         """Apply one matured label: its model's score PSI and log-loss ADWIN.

@@ -112,7 +112,7 @@ class FeatureVector(Mapping[str, float]):
 #: Names kept shared (a flattened name per prefix and name, a tuple per name list), up
 #: to this many each: feature names come from producers' records, so they are bounded.
 _SHARED_MAX: Final = 4_096
-_flat_names: dict[tuple[str, str], str] = {}
+_flat_names: dict[str, dict[str, str]] = {}  # per prefix (a few): name -> prefix + name
 _name_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -237,25 +237,26 @@ def feature_vector(rec: dict[str, Any]) -> FeatureVector:
     return FeatureVector(shared, values)
 
 
-def _flat_name(prefix: str, name: str) -> str:
-    flat = _flat_names.get((prefix, name))
-    if flat is None:
-        flat = prefix + name
-        if len(_flat_names) < _SHARED_MAX:
-            _flat_names[(prefix, name)] = flat
-    return flat
-
-
 def _numeric_into(names: list[str], out: array[float], prefix: str,
                   values: dict[str, Any]) -> None:
     isfinite = math.isfinite
+    flat = _flat_names.get(prefix)
+    if flat is None:
+        flat = _flat_names[prefix] = {}
     for name, value in values.items():
         kind = type(value)
-        # decoded JSON: exact types first, the general test after
-        if ((kind is float or kind is int) and isfinite(value)) or (
-                kind is not float and kind is not int and _numeric(value)):
-            names.append(_flat_name(prefix, name))
-            out.append(value)
+        if kind is float or kind is int:  # decoded JSON: exact types first
+            if not isfinite(value):
+                continue
+        elif not _numeric(value):
+            continue
+        flat_name = flat.get(name)
+        if flat_name is None:
+            flat_name = prefix + name
+            if len(flat) < _SHARED_MAX:
+                flat[name] = flat_name
+        names.append(flat_name)
+        out.append(value)
 
 
 def parse_example(rec: dict[str, Any]) -> ExampleEvent | None:
