@@ -58,7 +58,7 @@ class MallocTrimmer:
     """Calls ``malloc_trim(0)`` every ``interval_ms`` in a daemon thread; counts what it gave back.
 
     >>> t = MallocTrimmer(0, trim=lambda: 1)
-    >>> t.trim_once()["trims"], t.running
+    >>> t.trim_once()["malloc_trims"], t.running
     (1, False)
     """
 
