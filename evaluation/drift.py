@@ -20,160 +20,20 @@ model's last ``current_size`` labels.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import deque
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from evaluation.config import DriftConfig
-from evaluation.records import ExampleEvent, flatten_features
+from evaluation.psi import PsiSubject, psi, psi_term, quantile_edges, slide
+from evaluation.records import ExampleEvent, FeatureVector, flatten_features
 from events.contracts import SCHEMA_VERSION
 
-
-def quantile_edges(values: list[float], bins: int) -> list[float]:
-    """Distinct ``k / bins`` quantiles (k = 1..bins-1) of a non-empty reference.
-
-    >>> quantile_edges([float(v) for v in range(11)], 5)
-    [2.0, 4.0, 6.0, 8.0]
-    >>> quantile_edges([0.0, 0.0, 0.0, 1.0], 4)
-    [0.0, 0.25]
-    """
-    qs = [k / bins for k in range(1, bins)]
-    return sorted({float(q) for q in np.quantile(np.asarray(values, dtype=float), qs)})
-
-
-def psi_term(r_count: int, n_ref: int, c_count: int, n_cur: int, epsilon: float) -> float:
-    """One bin's PSI term, shares floored at ``epsilon``.
-
-    >>> round(psi_term(50, 100, 80, 100, 1e-4), 6)
-    0.141001
-    """
-    r = max(r_count / n_ref, epsilon)
-    c = max(c_count / n_cur, epsilon)
-    return (c - r) * math.log(c / r)
-
-
-def psi(reference: list[int], current: list[int], epsilon: float) -> float:
-    """PSI of two bin-count vectors, shares floored at ``epsilon``.
-
-    >>> round(psi([50, 50], [80, 20], 1e-4), 6)
-    0.415888
-    >>> psi([10, 0], [10, 0], 1e-4)
-    0.0
-    """
-    n_ref, n_cur = sum(reference), sum(current)
-    total = 0.0
-    for r_count, c_count in zip(reference, current, strict=True):
-        r = max(r_count / n_ref, epsilon)
-        c = max(c_count / n_cur, epsilon)
-        total += (c - r) * math.log(c / r)
-    return total
-
-
-class PsiSubject:
-    """One PSI subject: reference values, then frozen bins and a sliding current window.
-
-    >>> s = PsiSubject("logged.x", 4)
-    >>> for v in [1.0, 2.0, 3.0, 4.0]:
-    ...     s.add_reference(v)
-    >>> s.freeze(2)
-    >>> for v in [9.0] * 4:
-    ...     _ = s.add_current(v, 1e-4)
-    >>> s.edges, s.current_counts, round(s.value, 3)
-    ([2.5], [0, 4], 4.604)
-    """
-
-    __slots__ = ("current", "current_counts", "current_size", "edges", "n_ref", "name",
-                 "reference", "reference_counts", "terms", "value")
-
-    def __init__(self, name: str, current_size: int) -> None:
-        self.name = name
-        self.current_size = current_size
-        self.reference: list[float] | None = []
-        self.edges: list[float] | None = None
-        self.reference_counts: list[int] = []
-        self.current: deque[int] = deque()
-        self.current_counts: list[int] = []
-        #: each bin's PSI term once the window is full (only changed bins are recomputed)
-        self.terms: list[float] = []
-        self.n_ref = 0
-        self.value: float | None = None
-
-    @property
-    def frozen(self) -> bool:
-        """True once the bins are fixed.
-
-        >>> PsiSubject("x", 3).frozen
-        False
-        """
-        return self.edges is not None
-
-    def add_reference(self, value: float) -> None:
-        """Add one reference value (before :meth:`freeze`).
-
-        >>> s = PsiSubject("x", 3); s.add_reference(1.0); s.reference
-        [1.0]
-        """
-        if self.reference is not None:
-            self.reference.append(value)
-
-    def freeze(self, bins: int) -> None:
-        """Fix the bins from the reference values and count them (then drop the values).
-
-        >>> s = PsiSubject("x", 3); s.add_reference(1.0); s.freeze(10); s.reference_counts
-        [1, 0]
-        """
-        if self.reference is None or not self.reference:
-            return
-        self.edges = quantile_edges(self.reference, bins)
-        self.reference_counts = [0] * (len(self.edges) + 1)
-        for v in self.reference:
-            self.reference_counts[bisect.bisect_left(self.edges, v)] += 1
-        self.current_counts = [0] * len(self.reference_counts)
-        self.n_ref = sum(self.reference_counts)
-        self.reference = None
-
-    def add_current(self, value: float, epsilon: float) -> float | None:
-        """Slide one value into the current window; the PSI (None until it is full).
-
-        >>> s = PsiSubject("x", 1); s.add_reference(1.0); s.freeze(2)
-        >>> s.add_current(1.0, 1e-4)
-        0.0
-        """
-        if self.edges is None:
-            return None
-        b = bisect.bisect_left(self.edges, value)
-        self.current.append(b)
-        counts = self.current_counts
-        counts[b] += 1
-        out = self.current.popleft() if len(self.current) > self.current_size else None
-        if out is not None:
-            counts[out] -= 1
-        if len(self.current) < self.current_size:
-            return self.value
-        # the same arithmetic as psi(), bin by bin: only the bins that changed are redone
-        # (psi_term inlined: this runs once per numeric feature of every example)
-        ref, n_ref, n_cur = self.reference_counts, self.n_ref, self.current_size
-        terms = self.terms
-        if not terms:
-            terms = self.terms = [psi_term(r, n_ref, c, n_cur, epsilon)
-                                  for r, c in zip(ref, counts, strict=True)]
-        else:
-            log = math.log
-            r = max(ref[b] / n_ref, epsilon)
-            c = max(counts[b] / n_cur, epsilon)
-            terms[b] = (c - r) * log(c / r)
-            if out is not None and out != b:
-                r = max(ref[out] / n_ref, epsilon)
-                c = max(counts[out] / n_cur, epsilon)
-                terms[out] = (c - r) * log(c / r)
-        total = 0.0
-        for term in terms:
-            total += term
-        self.value = total
-        return self.value
+# PsiSubject is named here too: checkpoints pickled before it moved refer to it here
+__all__ = ["AdwinState", "DriftMonitor", "ExamplePlan", "PsiSubject", "psi", "psi_term",
+           "quantile_edges"]
 
 
 class AdwinState:
@@ -221,6 +81,86 @@ class AdwinState:
         return False
 
 
+_psi_keys: dict[str, str] = {}
+
+
+def _psi_key(name: str) -> str:
+    """``psi:<name>``, built once per name (up to a bound: names come from records)."""
+    key = _psi_keys.get(name)
+    if key is None:
+        key = "psi:" + name
+        if len(_psi_keys) < 4_096:
+            _psi_keys[name] = key
+    return key
+
+
+class ExamplePlan:
+    """A run of examples already slid into the PSI windows, released one at a time.
+
+    Holds, per feature subject, the PSI after each of its values; :meth:`applied`
+    moves the monitor's drifted set past example ``i`` (events only where a subject
+    crosses the threshold), and the monitor's :meth:`DriftMonitor.psi_value` reads a
+    subject's PSI as it was after the last applied example.
+
+    >>> plan = ExamplePlan(DriftMonitor(DriftConfig()))
+    >>> plan.add("psi:x", np.array([0, 2]), np.array([0.1, 0.5]), None)
+    >>> plan.sort(); plan.applied(0); plan.applied(1); plan.value("psi:x")
+    (True, 0.1)
+    >>> plan.applied(2); plan.value("psi:x"), plan.monitor.drifted
+    ((True, 0.5), {'psi:x'})
+    """
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self.monitor = monitor
+        self.position = -1
+        self.events: list[tuple[int, str, bool]] = []
+        self.next_event = 0
+        self.values: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                                     float | None]] = {}
+
+    def add(self, key: str, at: npt.NDArray[np.int64], psi_values: npt.NDArray[np.float64],
+            before: float | None) -> None:
+        """One subject's PSI after each of its values (NaN: window not full), at ``at``."""
+        self.values[key] = (at, psi_values, before)
+        over = psi_values > self.monitor.config.psi_threshold  # NaN: not over
+        was = key in self.monitor.drifted
+        flips = np.flatnonzero(over != np.concatenate([[was], over[:-1]]))
+        self.events.extend((int(at[k]), key, bool(over[k])) for k in flips)
+
+    def sort(self) -> None:
+        """Order the threshold crossings by example (call once every subject is added)."""
+        self.events.sort(key=lambda e: e[0])
+
+    def applied(self, i: int) -> None:
+        """Example ``i`` (its place in the planned run) has been applied."""
+        self.position = i
+        events, drifted = self.events, self.monitor.drifted
+        while self.next_event < len(events) and events[self.next_event][0] <= i:
+            _, key, over = events[self.next_event]
+            if over:
+                drifted.add(key)
+            else:
+                drifted.discard(key)
+            self.next_event += 1
+
+    def value(self, key: str) -> tuple[bool, float | None]:
+        """(True, the subject's PSI now) if the run moves that subject, else (False, None)."""
+        found = self.values.get(key)
+        if found is None:
+            return False, None
+        at, psi_values, before = found
+        k = int(np.searchsorted(at, self.position, side="right")) - 1
+        if k < 0 or math.isnan(psi_values[k]):
+            return True, before
+        return True, float(psi_values[k])
+
+    def done(self) -> None:
+        """Every example was applied: the monitor reads its subjects directly again."""
+        if self.events:
+            self.applied(max(self.position, self.events[-1][0]))
+        self.monitor.__dict__.pop("_plan", None)  # not part of the state
+
+
 class DriftMonitor:
     """Every PSI subject and ADWIN detector, fed matured examples and labels in order.
 
@@ -230,6 +170,10 @@ class DriftMonitor:
     >>> mon.drifted_subjects("m")
     {'psi:logged.x'}
     """
+
+    #: the run of examples being applied, while one is (a class default: checkpoints
+    #: written before runs were planned have no such attribute)
+    _plan: ExamplePlan | None = None
 
     def __init__(self, config: DriftConfig,
                  reference_examples: list[dict[str, Any]] | None = None) -> None:
@@ -273,22 +217,76 @@ class DriftMonitor:
         >>> mon.examples_seen
         0
         """
-        if not ev.served:
-            return
+        plan = self.plan_examples([ev])
+        plan.applied(0)
+        plan.done()
+
+    def plan_examples(self, examples: list[ExampleEvent]) -> ExamplePlan:
+        """Slide a run of matured examples into the PSI windows at once (see :class:`ExamplePlan`).
+
+        The reference period is applied one example at a time; after it, each feature's
+        values are slid with :func:`evaluation.psi.slide`. The drifted set is not
+        touched here: :meth:`ExamplePlan.applied` moves it example by example, so that
+        labels interleaved with the examples see it as it was at their place.
+
+        >>> mon = DriftMonitor(DriftConfig(reference_size=2, current_size=2))
+        >>> evs = [ExampleEvent(f"p{i}", 1, "m", 0.5, 0, i, True, {"logged.x": x})
+        ...        for i, x in enumerate([1.0, 2.0, 9.0, 9.0])]
+        >>> plan = mon.plan_examples(evs)
+        >>> for i in range(3):
+        ...     plan.applied(i)
+        >>> mon.drifted_subjects("m"), mon.psi_value("psi:logged.x")
+        (set(), None)
+        >>> plan.applied(3); plan.done(); mon.drifted_subjects("m")
+        {'psi:logged.x'}
+        """
         cfg = self.config
-        if not self.reference_given and self.examples_seen < cfg.reference_size:
+        groups: dict[tuple[str, ...], tuple[list[int], list[bytes]]] = {}
+        for i, ev in enumerate(examples):
+            if not ev.served:
+                continue
+            if not self.reference_given and self.examples_seen < cfg.reference_size:
+                self.examples_seen += 1
+                for name, value in ev.features.items():
+                    self._subject(self.features, name).add_reference(value)
+                if self.examples_seen == cfg.reference_size:
+                    for subject in self.features.values():
+                        subject.freeze(cfg.bins)
+                continue
             self.examples_seen += 1
-            for name, value in ev.features.items():
-                self._subject(self.features, name).add_reference(value)
-            if self.examples_seen == cfg.reference_size:
-                for subject in self.features.values():
-                    subject.freeze(cfg.bins)
-            return
-        self.examples_seen += 1
-        for name, value in ev.features.items():
-            current = self.features.get(name)
-            if current is not None:
-                self._current(f"psi:{name}", current, value)
+            features = ev.features
+            if isinstance(features, FeatureVector):
+                names, packed = features.names, features.floats.tobytes()
+            else:  # a checkpoint from before examples were packed holds dicts
+                names = tuple(features)
+                packed = np.array(list(features.values()), dtype=np.float64).tobytes()
+            group = groups.get(names)
+            if group is None:
+                group = groups[names] = ([], [])
+            group[0].append(i)
+            group[1].append(packed)
+        columns: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]] = {}
+        for names, (positions, rows) in groups.items():
+            at = np.array(positions, dtype=np.int64)
+            matrix = np.frombuffer(b"".join(rows), dtype=np.float64).reshape(len(rows),
+                                                                             len(names))
+            for j, name in enumerate(names):
+                columns.setdefault(name, []).append((at, matrix[:, j]))
+        plan = ExamplePlan(self)
+        for name, parts in columns.items():
+            sliding = self.features.get(name)
+            if sliding is None or sliding.edges is None:
+                continue  # first seen after the reference period: no PSI
+            at = np.concatenate([p for p, _ in parts])
+            values = np.concatenate([v for _, v in parts])
+            if len(parts) > 1:
+                order = np.argsort(at, kind="stable")
+                at, values = at[order], values[order]
+            before = sliding.value
+            plan.add(_psi_key(name), at, slide(sliding, values, cfg.epsilon), before)
+        plan.sort()
+        self._plan = plan
+        return plan
 
     def on_label(self, model_id: str, score: float, loss: float, prediction_ts: int) -> None:
         """Apply one matured label: its model's score PSI and log-loss ADWIN.
@@ -318,8 +316,11 @@ class DriftMonitor:
         >>> DriftMonitor(DriftConfig()).drifted_subjects("m")
         set()
         """
-        own = f"psi:score:{model_id}"
-        return {s for s in self.drifted if not s.startswith("psi:score:") or s == own}
+        now = set(self.drifted)  # then drop other models' scores: a few, not every subject
+        for other in self.scores:
+            if other != model_id:
+                now.discard(f"psi:score:{other}")
+        return now
 
     def psi_value(self, key: str) -> float | None:
         """The current PSI of subject ``key`` (``psi:<feature>`` or ``psi:score:<m>``).
@@ -327,6 +328,10 @@ class DriftMonitor:
         >>> DriftMonitor(DriftConfig()).psi_value("psi:logged.x") is None
         True
         """
+        if self._plan is not None:
+            found, value = self._plan.value(key)
+            if found:
+                return value
         name = key.removeprefix("psi:")
         if name.startswith("score:"):
             subject: PsiSubject | None = self.scores.get(name.removeprefix("score:"))

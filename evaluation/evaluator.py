@@ -173,13 +173,21 @@ class Evaluator:
         if self.watermark_ms is not None and label_watermark_ms < self.watermark_ms:
             return False
         self.watermark_ms = label_watermark_ms
+        run: list[LabelEvent | ExampleEvent] = []
         while self._pending and self._pending[0][0] < label_watermark_ms:
-            ev = heapq.heappop(self._pending)[4]
+            run.append(heapq.heappop(self._pending)[4])
+        # the examples' PSI windows slide all at once; labels between them see the
+        # drifted set as it was at their place (ExamplePlan)
+        plan = self.drift.plan_examples([ev for ev in run if isinstance(ev, ExampleEvent)])
+        applied = 0
+        for ev in run:
             if isinstance(ev, LabelEvent):
                 self._apply_label(ev)
             else:
-                self.drift.on_example(ev)
-                self.counters["examples_applied"] += 1
+                plan.applied(applied)
+                applied += 1
+        plan.done()
+        self.counters["examples_applied"] += applied
         # a minute whose every prediction_ts is below the horizon: a record there is
         # too late (checked before the ids), so its ids are no longer needed
         bound = (label_watermark_ms - self.config.dedupe_horizon_ms) // _SEEN_BUCKET_MS

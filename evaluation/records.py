@@ -8,8 +8,10 @@ field. ``served`` (optional, default True) is False for a shadow model's score.
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 Topic = Literal["model-metrics", "model-comparisons", "model-routing", "drift", "retrain-triggers"]
 TOPICS: tuple[Topic, ...] = (
@@ -56,6 +58,64 @@ class LabelEvent:
     served: bool = True
 
 
+class _Pairs(ItemsView[str, float]):
+    """A :class:`FeatureVector`'s items, iterated in one pass (not a lookup per name)."""
+
+    _mapping: FeatureVector
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return zip(self._mapping.names, self._mapping.floats, strict=True)
+
+
+class FeatureVector(Mapping[str, float]):
+    """A training example's numeric features: shared names and packed float64 values.
+
+    An evaluator holds every example until its label matures -- in a backfill, a whole
+    log of them: as a dict of new strings and floats one took ~3.2 KB, as this ~0.4 KB.
+
+    >>> v = FeatureVector(("logged.x", "user.n"), array("d", [2.0, 3.0]))
+    >>> v["user.n"], list(v.items()), v == {"logged.x": 2.0, "user.n": 3.0}
+    (3.0, [('logged.x', 2.0), ('user.n', 3.0)], True)
+    """
+
+    __slots__ = ("floats", "names")
+
+    def __init__(self, names: tuple[str, ...], values: array[float]) -> None:
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} names for {len(values)} values")
+        self.names = names
+        self.floats = values
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return self.floats[self.names.index(name)]
+        except ValueError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def items(self) -> _Pairs:
+        """``(name, value)`` pairs in order."""
+        return _Pairs(self)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def __reduce__(self) -> tuple[type[FeatureVector], tuple[tuple[str, ...], array[float]]]:
+        return FeatureVector, (self.names, self.floats)
+
+
+#: Names kept shared (a flattened name per prefix and name, a tuple per name list), up
+#: to this many each: feature names come from producers' records, so they are bounded.
+_SHARED_MAX: Final = 4_096
+_flat_names: dict[str, dict[str, str]] = {}  # per prefix (a few): name -> prefix + name
+_name_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class ExampleEvent:
     """A final training example: its label fields and its flattened numeric features.
@@ -71,7 +131,7 @@ class ExampleEvent:
     label: int
     prediction_ts: int
     served: bool
-    features: dict[str, float]
+    features: Mapping[str, float]
 
 
 def _str(rec: dict[str, Any], name: str) -> str:
@@ -146,32 +206,57 @@ def flatten_features(rec: dict[str, Any]) -> dict[str, float]:
     ...                                        "item": None}})
     {'logged.x': 1.0, 'user.clicks_1h': 3.0}
     """
-    out: dict[str, float] = {}
+    return dict(feature_vector(rec).items())
+
+
+def feature_vector(rec: dict[str, Any]) -> FeatureVector:
+    """:func:`flatten_features` as a :class:`FeatureVector` (how examples are held).
+
+    >>> feature_vector({"features": {"x": 1}, "freshet_features": {"item": {
+    ...     "features": {"n": 2.5, "t": float("nan")}}}})
+    {'logged.x': 1.0, 'item.n': 2.5}
+    """
+    names: list[str] = []
+    values: array[float] = array("d")
     logged = rec.get("features")
     if isinstance(logged, dict):
-        _numeric_into(out, "logged.", logged)
+        _numeric_into(names, values, "logged.", logged)
     freshet = rec.get("freshet_features")
     if isinstance(freshet, dict):
         for side in ("user", "item"):
             snap = freshet.get(side)
-            values = snap.get("features") if isinstance(snap, dict) else None
-            if isinstance(values, dict):
-                _numeric_into(out, f"{side}.", values)
-    return out
+            side_values = snap.get("features") if isinstance(snap, dict) else None
+            if isinstance(side_values, dict):
+                _numeric_into(names, values, f"{side}.", side_values)
+    key = tuple(names)
+    shared = _name_lists.get(key)
+    if shared is None:
+        shared = key
+        if len(_name_lists) < _SHARED_MAX:
+            _name_lists[key] = key
+    return FeatureVector(shared, values)
 
 
-def _numeric_into(out: dict[str, float], prefix: str, values: dict[str, Any]) -> None:
+def _numeric_into(names: list[str], out: array[float], prefix: str,
+                  values: dict[str, Any]) -> None:
     isfinite = math.isfinite
+    flat = _flat_names.get(prefix)
+    if flat is None:
+        flat = _flat_names[prefix] = {}
     for name, value in values.items():
         kind = type(value)
-        if kind is float:  # decoded JSON: exact types first, the general test after
-            if isfinite(value):
-                out[f"{prefix}{name}"] = value
-        elif kind is int:
-            if isfinite(value):
-                out[f"{prefix}{name}"] = float(value)
-        elif _numeric(value):
-            out[f"{prefix}{name}"] = float(value)
+        if kind is float or kind is int:  # decoded JSON: exact types first
+            if not isfinite(value):
+                continue
+        elif not _numeric(value):
+            continue
+        flat_name = flat.get(name)
+        if flat_name is None:
+            flat_name = prefix + name
+            if len(flat) < _SHARED_MAX:
+                flat[name] = flat_name
+        names.append(flat_name)
+        out.append(value)
 
 
 def parse_example(rec: dict[str, Any]) -> ExampleEvent | None:
@@ -183,4 +268,4 @@ def parse_example(rec: dict[str, Any]) -> ExampleEvent | None:
     {'logged.x': 2.0}
     """
     common = _common(rec)
-    return None if common is None else ExampleEvent(*common, flatten_features(rec))
+    return None if common is None else ExampleEvent(*common, feature_vector(rec))

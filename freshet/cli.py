@@ -88,6 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import threading
 
     from freshet.gc_tuning import tune_gc
+    from freshet.memory_trim import start_trimming
     from freshet.topics import create_topics
     from streams.evaluation import EvaluationStage
     from streams.startup import FolderLock, StartupError, wait_for_broker
@@ -106,6 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(f"freshet evaluate: {exc}") from None
     create_topics(settings)
     tune_gc(settings.gc_young_threshold)
+    start_trimming(settings.malloc_trim_interval_ms)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

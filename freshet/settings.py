@@ -89,6 +89,8 @@ class Settings:
     batch_max_events: int = 20_000
     #: allocations between the garbage collector's young collections (CPython: 700)
     gc_young_threshold: int = 50_000
+    #: ms between malloc_trim(0) calls giving freed native memory back (0: never)
+    malloc_trim_interval_ms: int = 30_000
     linger_ms: int = 5
     session_timeout_ms: int = 10_000
     broker_wait_ms: int = 60_000
@@ -166,6 +168,9 @@ class Settings:
              "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
         need(100 <= self.gc_young_threshold <= 10_000_000, "GC_YOUNG_THRESHOLD",
              "must be in [100, 10000000] (700 is CPython's default)")
+        need(self.malloc_trim_interval_ms == 0
+             or 1_000 <= self.malloc_trim_interval_ms <= 3_600_000, "MALLOC_TRIM_INTERVAL_MS",
+             "must be 0 (never) or 1000..3600000 (ms between trims of freed memory)")
         need(1 <= self.batch_max_events <= 1_000_000, "BATCH_MAX_EVENTS",
              "must be 1..1000000 (records per batch, and so per transaction)")
         need(0 <= self.linger_ms <= 1_000, "LINGER_MS", "must be 0..1000 (ms)")

@@ -26,6 +26,7 @@ import faust
 
 from features.catalog import Catalog
 from freshet.gc_tuning import tune_gc
+from freshet.memory_trim import start_trimming
 from freshet.settings import Settings
 from streams.evaluation import EvaluationStage
 from streams.views import register_views
@@ -74,6 +75,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     this removes Faust's folder in it.
     """
     tune_gc(settings.gc_young_threshold)  # a worker process runs one app
+    start_trimming(settings.malloc_trim_interval_ms)
     datadir = settings.data_dir / "faust" / settings.app_id
     shutil.rmtree(datadir, ignore_errors=True)  # Faust keeps nothing worth resuming
     datadir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from faust.web import Request, Response, View
 
 from events.contracts import MAX_ID_LEN
 from features.batch import NONE
+from freshet.memory_trim import process_trimmer, rss_bytes
 from streams import kafka
 from streams.evaluation import EvaluationStage
 from streams.routing import FORWARDED, SERVED_BY, Entity, Owners
@@ -70,7 +71,15 @@ def stats(worker: Worker) -> dict[str, Any]:
         "local_store_writes": states.local_writes if states else 0,
         "changelog_records_restored": states.records_read if states else 0,
         "restored_from_local_store": states.local_restores if states else 0,
+        "memory": memory_stats(),
     }
+
+
+def memory_stats() -> dict[str, Any]:
+    """The process's RSS and what periodic ``malloc_trim`` calls gave back."""
+    trimmer = process_trimmer()
+    return trimmer.stats() if trimmer is not None else {"rss_bytes": rss_bytes(),
+                                                         "malloc_trims": 0}
 
 
 def render_metrics(doc: dict[str, Any]) -> str:
@@ -108,6 +117,12 @@ def render_metrics(doc: dict[str, Any]) -> str:
     metric("freshet_click_delay_ms", "gauge", "Click delay quantiles per model.",
            [(f'{{model="{m}",quantile="{q}"}}', s.get(q)) for m, s in doc["click_delay"].items()
             for q in ("p50", "p90", "p99")])
+    memory = doc.get("memory") or {}
+    metric("freshet_process_rss_bytes", "gauge", "Resident memory of the worker process.",
+           [("", memory.get("rss_bytes"))])
+    metric("freshet_malloc_trim_released_bytes_total", "counter",
+           "Freed native memory given back by malloc_trim (by RSS).",
+           [("", memory.get("malloc_trim_released_bytes"))])
     ev = doc.get("evaluation")
     if ev is not None:
         metric("freshet_evaluation_leader", "gauge", "1 on the worker running the evaluator.",

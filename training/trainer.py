@@ -231,7 +231,7 @@ class ContinualTrainer:
         ev = parse_example(example)
         if ev is None or not ev.served:
             return None
-        x = ev.features
+        x = dict(ev.features.items())  # river's models take dicts
         score = _score(self.model, x)
         loss = log_loss_term(score, ev.label)
         champion_score = champion_loss = None

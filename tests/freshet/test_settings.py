@@ -44,6 +44,8 @@ def test_env_overrides_and_prefix() -> None:
     ({"FRESHET_CATALOG": "no.such.module:catalog"}, "FRESHET_CATALOG: cannot import"),
     ({"FRESHET_BATCH_MAX_EVENTS": "0"}, "FRESHET_BATCH_MAX_EVENTS:"),
     ({"FRESHET_GC_YOUNG_THRESHOLD": "0"}, "FRESHET_GC_YOUNG_THRESHOLD: must be in"),
+    ({"FRESHET_MALLOC_TRIM_INTERVAL_MS": "500"}, "FRESHET_MALLOC_TRIM_INTERVAL_MS: must be 0"),
+    ({"FRESHET_MALLOC_TRIM_INTERVAL_MS": "-1"}, "FRESHET_MALLOC_TRIM_INTERVAL_MS: must be 0"),
     ({"FRESHET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FRESHET_KAFKA_SASL_USERNAME:"),
     ({"FRESHET_WEB_ENABLED": "maybe"}, "FRESHET_WEB_ENABLED: 'maybe' is not a valid boolean"),
 ])

@@ -75,6 +75,8 @@ def test_every_output_exactly_once_across_sigkills(kafka_bootstrap: str, unique_
     finally:
         last.stop()
     assert final_stats is not None and final_stats["restored_partitions"] >= 8
+    memory = final_stats["memory"]  # the process trims freed memory (freshet.memory_trim)
+    assert memory["rss_bytes"] > 50 * 2**20 and memory["malloc_trim_interval_ms"] == 30_000
     # the kills did land inside open transactions: a read_uncommitted reader sees the
     # records they had sent, on some output or changelog topic
     from freshet.topics import topic_specs

@@ -1,0 +1,38 @@
+"""The Prometheus rendering of /stats, memory included (no broker)."""
+
+from __future__ import annotations
+
+import re
+
+from streams.views import render_metrics
+
+# name{labels} value -- the text exposition format's sample lines
+SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$')
+
+
+def _doc(memory: dict[str, int] | None) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "events": {"clicks": 5, "predictions": 7}, "dead_letters": 1, "late_events": 0,
+        "duplicates": 2, "features_published": {"user": 9}, "labels": {"label": 3},
+        "transactions": 4, "aborted_transactions": 0, "batches": {"last": 12},
+        "lag_total": 0, "watermarks": {"0": 1_000}, "click_delay": {},
+    }
+    if memory is not None:
+        doc["memory"] = memory
+    return doc
+
+
+def test_memory_gauges_are_rendered_with_their_values() -> None:
+    text = render_metrics(_doc({"rss_bytes": 123_456_789, "malloc_trim_released_bytes": 42}))
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert all(SAMPLE.match(line) for line in samples), samples
+    assert "freshet_process_rss_bytes 123456789" in samples
+    assert "freshet_malloc_trim_released_bytes_total 42" in samples
+    assert "freshet_events_total{source=\"predictions\"} 7" in samples
+
+
+def test_a_document_without_memory_still_renders() -> None:
+    samples = [line for line in render_metrics(_doc(None)).splitlines()
+               if not line.startswith("#")]
+    assert not [line for line in samples if line.startswith("freshet_process_rss_bytes")]
+    assert "freshet_transactions_total 4" in samples
