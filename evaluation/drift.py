@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from evaluation.config import DriftConfig
 from evaluation.psi import PsiSubject, psi, psi_term, quantile_edges, slide
-from evaluation.records import ExampleEvent, FeatureVector, flatten_features
+from evaluation.records import SHARED_NAMES_MAX, ExampleEvent, FeatureVector, flatten_features
 from events.contracts import SCHEMA_VERSION
 
 # PsiSubject is named here too: checkpoints pickled before it moved refer to it here
@@ -89,7 +89,7 @@ def _psi_key(name: str) -> str:
     key = _psi_keys.get(name)
     if key is None:
         key = "psi:" + name
-        if len(_psi_keys) < 4_096:
+        if len(_psi_keys) < SHARED_NAMES_MAX:
             _psi_keys[name] = key
     return key
 

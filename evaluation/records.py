@@ -111,7 +111,7 @@ class FeatureVector(Mapping[str, float]):
 
 #: Names kept shared (a flattened name per prefix and name, a tuple per name list), up
 #: to this many each: feature names come from producers' records, so they are bounded.
-_SHARED_MAX: Final = 4_096
+SHARED_NAMES_MAX: Final = 4_096
 _flat_names: dict[str, dict[str, str]] = {}  # per prefix (a few): name -> prefix + name
 _name_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -232,7 +232,7 @@ def feature_vector(rec: dict[str, Any]) -> FeatureVector:
     shared = _name_lists.get(key)
     if shared is None:
         shared = key
-        if len(_name_lists) < _SHARED_MAX:
+        if len(_name_lists) < SHARED_NAMES_MAX:
             _name_lists[key] = key
     return FeatureVector(shared, values)
 
@@ -253,7 +253,7 @@ def _numeric_into(names: list[str], out: array[float], prefix: str,
         flat_name = flat.get(name)
         if flat_name is None:
             flat_name = prefix + name
-            if len(flat) < _SHARED_MAX:
+            if len(flat) < SHARED_NAMES_MAX:
                 flat[name] = flat_name
         names.append(flat_name)
         out.append(value)
