@@ -56,6 +56,7 @@ def stats(worker: Worker) -> dict[str, Any]:
             if part.labels is not None:
                 merged.merge(part.labels.delays)
         delays = merged.snapshot()
+        keys = state_keys(worker)
     lag = worker.lag
     states = worker.states
     return {
@@ -72,7 +73,22 @@ def stats(worker: Worker) -> dict[str, Any]:
         "changelog_records_restored": states.records_read if states else 0,
         "restored_from_local_store": states.local_restores if states else 0,
         "memory": memory_stats(),
+        "state_keys": keys,
     }
+
+
+def state_keys(worker: Worker) -> dict[str, int]:
+    """Keys held in memory over the owned partitions: users, items, pending predictions.
+
+    Call with ``worker.lock`` held. Each count is a ``len`` (no scan): cheap enough for
+    every scrape, and what a soak or an operator needs to tell a growing key space from
+    a leak.
+    """
+    users = worker.users.values()
+    return {"users": sum(len(part.table) for part in users),
+            "items": sum(len(part.table) for part in worker.items.values()),
+            "pending_predictions": sum(len(part.labels.table) for part in users
+                                       if part.labels is not None)}
 
 
 def memory_stats() -> dict[str, Any]:
@@ -123,6 +139,8 @@ def render_metrics(doc: dict[str, Any]) -> str:
     metric("freshet_malloc_trim_released_bytes_total", "counter",
            "Freed native memory given back by malloc_trim (by RSS).",
            [("", memory.get("malloc_trim_released_bytes"))])
+    metric("freshet_state_keys", "gauge", "Keys held in memory, by state (owned partitions).",
+           [(f'{{state="{k}"}}', n) for k, n in sorted((doc.get("state_keys") or {}).items())])
     ev = doc.get("evaluation")
     if ev is not None:
         metric("freshet_evaluation_leader", "gauge", "1 on the worker running the evaluator.",

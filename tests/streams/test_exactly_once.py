@@ -77,6 +77,12 @@ def test_every_output_exactly_once_across_sigkills(kafka_bootstrap: str, unique_
     assert final_stats is not None and final_stats["restored_partitions"] >= 8
     memory = final_stats["memory"]  # the process trims freed memory (freshet.memory_trim)
     assert memory["rss_bytes"] > 50 * 2**20 and memory["malloc_trim_interval_ms"] == 30_000
+    # the restored state holds one row per user and item of the input log, no more
+    keys = final_stats["state_keys"]
+    assert keys["users"] == len(oracle.events_by_user(events)), keys
+    assert keys["items"] == len(oracle.events_by_item(events)), keys
+    n_predictions = sum(1 for e in events if e.source == "predictions")
+    assert 0 <= keys["pending_predictions"] <= n_predictions, keys
     # the kills did land inside open transactions: a read_uncommitted reader sees the
     # records they had sent, on some output or changelog topic
     from freshet.topics import topic_specs

@@ -16,6 +16,7 @@ def _doc(memory: dict[str, int] | None) -> dict[str, object]:
         "duplicates": 2, "features_published": {"user": 9}, "labels": {"label": 3},
         "transactions": 4, "aborted_transactions": 0, "batches": {"last": 12},
         "lag_total": 0, "watermarks": {"0": 1_000}, "click_delay": {},
+        "state_keys": {"users": 11, "items": 6, "pending_predictions": 3},
     }
     if memory is not None:
         doc["memory"] = memory
@@ -36,3 +37,11 @@ def test_a_document_without_memory_still_renders() -> None:
                if not line.startswith("#")]
     assert not [line for line in samples if line.startswith("freshet_process_rss_bytes")]
     assert "freshet_transactions_total 4" in samples
+
+
+def test_state_key_counts_are_gauges_by_state() -> None:
+    samples = [line for line in render_metrics(_doc(None)).splitlines()
+               if line.startswith("freshet_state_keys")]
+    assert samples == ['freshet_state_keys{state="items"} 6',
+                       'freshet_state_keys{state="pending_predictions"} 3',
+                       'freshet_state_keys{state="users"} 11']
