@@ -508,6 +508,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="attach py-spy (20 s) to the freshet worker's backlog run")
     parser.add_argument("--freshness-seconds", type=float, default=25.0)
+    parser.add_argument("--freshness-rate", type=float, default=None,
+                        help="measure freshness at this input rate (events/s) instead of "
+                             "half the full run's; also without the full run (--skip freshet)")
     parser.add_argument("--cap-seconds", type=float, default=180.0,
                         help="measure a slower Faust/Quix app over its first N seconds")
     parser.add_argument("--replay-events", type=int, default=2_000_000,
@@ -612,9 +615,10 @@ def run_all(args: argparse.Namespace, skip: set[str], records: list[GeneratedRec
             finally:
                 worker.stop()
             extras["state"] = state_sizes(s)
-            if "freshness" not in skip:
-                extras["freshness"] = freshness(bootstrap, f"bench-{run_id}-fresh-", work,
-                                                fr.rate / 2, args.freshness_seconds)
+    if "freshness" not in skip and (args.freshness_rate or "freshet" in prefixes):
+        rate = args.freshness_rate or results["freshet"].rate / 2
+        extras["freshness"] = freshness(bootstrap, f"bench-{run_id}-fresh-", work, rate,
+                                        args.freshness_seconds)
     if "rss" not in skip:
         out = subprocess.run([str(VENV_PY), str(ROOT / "bench" / "state_rss.py"),
                               "--users", str(args.rss_users)], capture_output=True, text=True,
