@@ -86,6 +86,8 @@ class Settings:
     web_port: int = 6066
     web_enabled: bool = True
     commit_interval_ms: int = 100
+    #: a caught-up worker begins a batch (and its transaction) at most this often
+    batch_min_interval_ms: int = 0
     batch_max_events: int = 20_000
     #: allocations between the garbage collector's young collections (CPython: 700)
     gc_young_threshold: int = 50_000
@@ -166,6 +168,8 @@ class Settings:
         need(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         need(1 <= self.commit_interval_ms <= 60_000, "COMMIT_INTERVAL_MS",
              "must be 1..60000 (ms a caught-up worker collects records into one transaction)")
+        need(0 <= self.batch_min_interval_ms <= 10_000, "BATCH_MIN_INTERVAL_MS",
+             "must be 0..10000 (ms between the starts of a caught-up worker's batches)")
         need(100 <= self.gc_young_threshold <= 10_000_000, "GC_YOUNG_THRESHOLD",
              "must be in [100, 10000000] (700 is CPython's default)")
         need(self.malloc_trim_interval_ms == 0

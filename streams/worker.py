@@ -86,6 +86,7 @@ class Worker(Loop):
         self.aborts = 0
         self.states: PartitionStates | None = None  # opened by run()
         self._last_mark = time.monotonic()
+        self._batch_began = 0.0  # monotonic s when the last batch began collecting
 
         self._assigned: set[Part] = set()
         self._to_restore: set[Part] = set()
@@ -326,6 +327,15 @@ class Worker(Loop):
         # with a transaction in flight, take what is there and process it meanwhile;
         # else wait for the first records (up to the commit interval: the idle timers)
         msgs = self._consume(0)
+        # caught up (less than a full batch there): gather for the rest of the minimum
+        # interval since the last batch began, so a trickle of records makes a few
+        # batches (transactions) a second, not one per commit round trip
+        wait_s = (self._batch_began + self.settings.batch_min_interval_ms / 1000.0
+                  - time.monotonic())
+        if wait_s > 0 and len(msgs) < self.settings.batch_max_events:
+            self._stop.wait(wait_s)
+            msgs += self._consume(0)
+        self._batch_began = time.monotonic()
         if not msgs and not self.commits.busy:
             deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
             while not msgs and time.monotonic() < deadline and not self._stop.is_set():
