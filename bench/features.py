@@ -141,9 +141,13 @@ def freshet_settings(bootstrap: str, prefix: str, work: Path, same_job: bool = F
                     data_dir=work / f"{prefix}data", web_port=free_port(pairs=False), **extra)
 
 
+#: ``--worker-env`` settings given to every freshet worker of the run (experiments)
+WORKER_ENV: dict[str, str] = {}
+
+
 def freshet_env(s: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
-    return {**env, **s.to_env(), "PYTHONPATH": str(ROOT)}  # bench.catalogs
+    return {**env, **s.to_env(), **WORKER_ENV, "PYTHONPATH": str(ROOT)}  # bench.catalogs
 
 
 def start_worker(s: Settings, work: Path, timeout_s: float = 90) -> Proc:
@@ -403,6 +407,7 @@ def figures(results: dict[str, Throughput], extras: dict[str, Any]) -> dict[str,
         "rss_mib_same_job": same.extra.get("rss_mib") if same and not same.error else None,
         "rss_1m_users": extras.get("rss_users"),
         "code": extras.get("code"),
+        "worker_env": extras.get("worker_env"),
         "load_at_start": extras.get("load", [None])[0],
         "when_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -521,6 +526,9 @@ def main() -> None:
                         help="PATHWAY_THREADS for the Pathway peer (2 = both cores)")
     parser.add_argument("--evaluation", choices=("on", "off"), default="off",
                         help="run freshet's evaluation stage in the worker and replay too")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="FRESHET_X=V",
+                        help="a setting for every freshet worker of the run (repeatable), "
+                             "e.g. FRESHET_BATCH_MIN_INTERVAL_MS=50")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     parser.add_argument("--keep-broker-data", action="store_true",
                         help="keep the broker's folder and the contenders' state folders")
@@ -528,6 +536,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     skip = {x for x in args.skip.split(",") if x}
     EVALUATION["on"] = args.evaluation == "on"
+    for item in args.worker_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("FRESHET_"):
+            parser.error(f"--worker-env {item!r}: expected FRESHET_NAME=VALUE")
+        WORKER_ENV[name] = value
     if args.quick:
         args.events, args.replay_events = 50_000, 200_000
         skip.add("rss")
@@ -537,7 +550,8 @@ def main() -> None:
     work = ROOT / "var" / f"bench-run-{time.strftime('%H%M%S')}"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Throughput] = {}
-    extras: dict[str, Any] = {"load": os.getloadavg(), "code": _code_version()}
+    extras: dict[str, Any] = {"load": os.getloadavg(), "code": _code_version(),
+                              "worker_env": dict(WORKER_ENV)}
     signal.signal(signal.SIGTERM, _terminate)
     try:
         with bench_broker(keep_data=args.keep_broker_data) as bootstrap:
