@@ -32,7 +32,7 @@ _BENCH = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import free_port  # noqa: E402
+from bench._common import free_port, http_json  # noqa: E402
 from bench._own_run import run_on_own_broker  # noqa: E402
 from bench._supervise import ROOT, Child, OwnBroker  # noqa: E402
 
@@ -87,25 +87,49 @@ def judge_backlog(series: list[tuple[float, int, int]], rate: float,
 def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, Any]:
     import os
 
+    port = free_port(pairs=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
     env.update({"FRESHET_KAFKA_BOOTSTRAP": broker.bootstrap,
                 "FRESHET_DATA_DIR": str(work / "data"),
-                "FRESHET_WEB_PORT": str(free_port(pairs=False)), "PYTHONPATH": str(ROOT),
+                "FRESHET_WEB_PORT": str(port), "PYTHONPATH": str(ROOT),
                 **dict(kv.split("=", 1) for kv in args.worker_env)})
     (work / "data").mkdir(parents=True, exist_ok=True)
     out = work / "run.out"
     child = Child("freshet run", [str(ROOT / ".venv" / "bin" / "freshet"), "run", "--rate",
                                   str(args.rate), "--duration", str(args.seconds)], out, env)
     deadline = time.monotonic() + args.seconds + 240
+    # the worker's CPU time and batches over the middle of the run (its /stats)
+    began = time.monotonic()
+    first: tuple[float, dict[str, Any]] | None = None
+    last: tuple[float, dict[str, Any]] | None = None
     while child.alive() and time.monotonic() < deadline:
         time.sleep(1.0)
+        since = time.monotonic() - began
+        if args.seconds * 0.25 <= since <= args.seconds * 0.9 + 20:
+            doc = http_json(port, "/stats")
+            if doc is not None and "cpu_seconds" in doc:
+                last = (time.monotonic(), doc)
+                first = first or last
     if child.alive():
         child.stop(timeout_s=60)
         return {"error": "freshet run did not stop by itself", "exit": None}
     text = out.read_text(errors="replace")
     series = parse_summary(text)
+    worker: dict[str, Any] = {"error": "no /stats answered during the run"}
+    if first is not None and last is not None and last[0] > first[0]:
+        secs = last[0] - first[0]
+        (_, a), (_, b) = first, last
+        worker = {"seconds": round(secs, 1),
+                  "cpu_cores": round((b["cpu_seconds"] - a["cpu_seconds"]) / secs, 3),
+                  "batches_per_s": round((b["batches"]["batches"] - a["batches"]["batches"])
+                                         / secs, 1),
+                  "events_per_batch": round(
+                      (sum(b["events"].values()) - sum(a["events"].values()))
+                      / max(1, b["batches"]["batches"] - a["batches"]["batches"]), 1),
+                  "batches_end": b["batches"], "rss_mib_end": round(
+                      (b.get("memory") or {}).get("rss_bytes", 0) / 2**20, 1)}
     return {"rate": args.rate, "seconds": args.seconds, "exit": child.popen.poll(),
-            **judge_backlog(series, args.rate, args.bounded_s),
+            **judge_backlog(series, args.rate, args.bounded_s), "worker": worker,
             "worker_env": dict(kv.split("=", 1) for kv in args.worker_env),
             "series": series, "tail": text.splitlines()[-5:]}
 

@@ -18,7 +18,8 @@ What one run does:
    worker's (the engine) and the evaluator's, also per matured label.
 3. Produces the project generator's log at ``--rate`` records/s for ``--minutes``,
    generated in chunks of ``--chunk-predictions`` (seeds ``seed``, ``seed+1``, ...;
-   each chunk starts a minute of event time after the previous one's last record), so
+   each chunk starts a minute of event time after the previous one's last prediction:
+   ``--stitch``), so
    memory on the producing side stays bounded. The same ``--users`` and ``--items``
    come back in every chunk: a bounded key space, so flat state is the expectation
    once every key has been seen (``state_keys`` says when: 2,000 users, the default,
@@ -86,9 +87,14 @@ GOAL_PCT = 5.0
 def chunked_log(args: argparse.Namespace) -> Iterator[GeneratedRecord]:
     """The generator's records, chunk after chunk, as long as the producer asks.
 
-    A chunk starts a minute of event time after the previous chunk's last record (its
-    late clicks included), so no record is ever behind the watermark. Bounded: at most
-    ``rate x minutes`` records are ever asked for.
+    ``--stitch prediction`` (the default): a chunk starts a minute of event time after
+    the previous chunk's last prediction, so event time runs on as in a live stream
+    (the previous chunk's late clicks, up to hours ahead, only move the clicks' side;
+    the watermark follows the predictions, and no record is behind it). ``record``: a
+    minute after the previous chunk's last record, its late clicks included: event time
+    then jumps ~3.7 h at every chunk (a 50k-prediction chunk's predictions span 44 min,
+    its clicks 4.4 h), and each jump finalizes a whole chunk's pending predictions in
+    one batch. Bounded: at most ``rate x minutes`` records are ever asked for.
     """
     start_ts = GeneratorConfig().start_ts_ms
     for k in range(100_000):
@@ -96,7 +102,9 @@ def chunked_log(args: argparse.Namespace) -> Iterator[GeneratedRecord]:
                                  predictions=args.chunk_predictions, start_ts_ms=start_ts,
                                  malformed_fraction=args.malformed_fraction)
         records = list(generate(config))
-        start_ts = max(r.ts for r in records if r.ts is not None) + 60_000
+        last = max(r.ts for r in records if r.ts is not None
+                   and (args.stitch == "record" or r.topic == "predictions"))
+        start_ts = last + 60_000
         yield from records
 
 
@@ -361,6 +369,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--items", type=int, default=2_000)
     ap.add_argument("--chunk-predictions", type=int, default=50_000)
+    ap.add_argument("--stitch", choices=("prediction", "record"), default="prediction",
+                    help="a chunk starts a minute after the previous chunk's last "
+                         "prediction (a live stream's event time) or its last record "
+                         "(event time jumps hours per chunk)")
     ap.add_argument("--malformed-fraction", type=float, default=0.001)
     ap.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb")
     ap.add_argument("--evaluation", choices=("on", "off", "process"), default="on",

@@ -73,8 +73,17 @@ def stats(worker: Worker) -> dict[str, Any]:
         "changelog_records_restored": states.records_read if states else 0,
         "restored_from_local_store": states.local_restores if states else 0,
         "memory": memory_stats(),
+        "cpu_seconds": cpu_seconds(),
         "state_keys": keys,
     }
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used, every thread's."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 3)
 
 
 def state_keys(worker: Worker) -> dict[str, int]:
@@ -139,6 +148,8 @@ def render_metrics(doc: dict[str, Any]) -> str:
     metric("freshet_malloc_trim_released_bytes_total", "counter",
            "Freed native memory given back by malloc_trim (by RSS).",
            [("", memory.get("malloc_trim_released_bytes"))])
+    metric("freshet_process_cpu_seconds_total", "counter",
+           "CPU time (user + system) of the worker process.", [("", doc.get("cpu_seconds"))])
     metric("freshet_state_keys", "gauge", "Keys held in memory, by state (owned partitions).",
            [(f'{{state="{k}"}}', n) for k, n in sorted((doc.get("state_keys") or {}).items())])
     ev = doc.get("evaluation")
