@@ -87,7 +87,7 @@ class Settings:
     web_enabled: bool = True
     commit_interval_ms: int = 100
     #: a caught-up worker begins a batch (and its transaction) at most this often
-    batch_min_interval_ms: int = 0
+    batch_min_interval_ms: int = 100
     batch_max_events: int = 20_000
     #: allocations between the garbage collector's young collections (CPython: 700)
     gc_young_threshold: int = 50_000
