@@ -314,6 +314,7 @@ def freshness(bootstrap: str, prefix: str, work: Path, rate: float,
         seen = reader.stop()
         proc.stop()
     lat: list[float] = []
+    by_second: dict[int, float] = {}
     missing = 0
     for received, msg in seen:
         src = orjson.loads(msg.value())["source"]
@@ -326,8 +327,13 @@ def freshness(bootstrap: str, prefix: str, work: Path, rate: float,
         newest = max(produced)
         if newest >= start_ms:
             lat.append(received - newest)
+            second = int((newest - start_ms) // 1000)
+            by_second[second] = max(by_second.get(second, 0.0), received - newest)
     return {"rate": rate, "records": len(lat), "p50": percentile(lat, 50),
             "p99": percentile(lat, 99), "max": max(lat, default=float("nan")),
+            # the slowest record of each second of production: a stall shows as a spike
+            "max_ms_by_second": [round(by_second.get(k, 0.0)) for k in
+                                 range(max(by_second, default=-1) + 1)],
             "warmup_records": missing, "worker_batches": worker_batches}
 
 
