@@ -29,7 +29,12 @@ What one run does:
    oldest input record not yet committed), the local store's size on disk and the
    changelog topics' size on the broker's disk.
 5. At the end: the live state, read from the changelog topics (latest value per key:
-   keys and bytes per state), and RSS growth after the warm-up (the first 1/6 of the
+   keys and bytes per state), checked against the worker's memory (``/stats``
+   ``state_keys`` before and after the read: the label changelog's prediction keys
+   must equal the pending predictions held; the worker's ``FRESHET_IDLE_ADVANCE_MS`` is
+   set to 10 minutes so that the end of production does not close every pending label
+   while the changelog is being read, as the 10 s default does), and RSS growth after
+   the warm-up (the first 1/6 of the
    run: 5 min of a 30 min run): median RSS of the last minute against the median of
    the minute after the warm-up; the goal is flat within 5 %. Also the growth along the
    least-squares line through every sample after the warm-up (``trend_growth_pct``):
@@ -76,12 +81,17 @@ from bench._supervise import (  # noqa: E402
 from freshet.generator import GeneratedRecord, GeneratorConfig, generate  # noqa: E402
 from freshet.settings import Settings  # noqa: E402
 from freshet.topics import create_topics  # noqa: E402
+from labels.records import PREDICTION_KEY  # noqa: E402
 from streams.kafka import changelog_topics  # noqa: E402
 
 log = logging.getLogger("bench")
 
 PARTITIONS = 4
 GOAL_PCT = 5.0
+#: the worker's idle advance: long enough that the end state holds while it is read
+IDLE_ADVANCE_MS = 600_000
+#: the label changelog's key tag of a remembered prediction
+PREDICTION_TAG = PREDICTION_KEY.decode()
 
 
 def chunked_log(args: argparse.Namespace) -> Iterator[GeneratedRecord]:
@@ -177,8 +187,54 @@ def live_state(s: Settings, timeout_s: float = 300) -> dict[str, Any]:
         values = list(sizes.values())
         out[state] = {"topic": topic, "records_read": records, "keys": len(values),
                       "bytes": sum(values),
-                      "mean_bytes_per_key": round(sum(values) / len(values), 1) if values else 0}
+                      "mean_bytes_per_key": round(sum(values) / len(values), 1) if values else 0,
+                      "keys_by_tag": _by_tag(sizes)}
     return out
+
+
+def _by_tag(sizes: dict[tuple[int, bytes], int]) -> dict[str, int]:
+    """Keys per first byte (the label changelog's P: prediction, H: held click, M: meta)."""
+    tags: dict[str, int] = {}
+    for _, key in sizes:
+        tag = key[:1].decode("latin-1")
+        tags[tag] = tags.get(tag, 0) + 1
+    return tags
+
+
+def settled_stats(worker: WorkerProc, tries: int = 10) -> Any:
+    """The worker's ``/stats``, asked again (up to ``tries`` times) while it does not answer."""
+    for _ in range(tries):
+        stats = worker.stats()
+        if stats is not None:
+            return stats
+        time.sleep(1.0)
+    return None
+
+
+def changelog_vs_memory(state: dict[str, Any], before: dict[str, Any] | None,
+                        after: dict[str, Any] | None) -> dict[str, Any]:
+    """The changelogs' live keys against the keys the worker held (``/stats``) around the read.
+
+    >>> st = {"user": {"keys": 3}, "item": {"keys": 2},
+    ...       "label": {"keys": 6, "keys_by_tag": {"P": 5, "M": 1}}}
+    >>> keys = {"users": 2, "items": 1, "pending_predictions": 5}
+    >>> changelog_vs_memory(st, {"state_keys": keys}, {"state_keys": keys})["match"]
+    True
+    """
+    held_before = (before or {}).get("state_keys")
+    held_after = (after or {}).get("state_keys")
+    label = state.get("label", {})
+    pending_logged = label.get("keys_by_tag", {}).get(PREDICTION_TAG)
+    still = held_before is not None and held_before == held_after
+    match = (still and held_before is not None
+             and pending_logged == held_before["pending_predictions"])
+    return {"memory_before_read": held_before, "memory_after_read": held_after,
+            "memory_still_during_read": still,
+            "changelog_pending_predictions": pending_logged,
+            # user and item changelogs carry a META key per partition besides the keys
+            "changelog_user_keys": state.get("user", {}).get("keys"),
+            "changelog_item_keys": state.get("item", {}).get("keys"),
+            "match": match}
 
 
 def _read_changelog(bootstrap: str, topic: str, sizes: dict[tuple[int, bytes], int],
@@ -281,7 +337,8 @@ def evaluator_growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str
 def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, Any]:
     prefix = f"soak{time.strftime('%H%M%S')}-"
     s = worker_settings(broker.bootstrap, prefix, work / "data", store=args.store,
-                        partitions=PARTITIONS, evaluation_enabled=args.evaluation != "off",
+                        partitions=PARTITIONS, idle_advance_ms=IDLE_ADVANCE_MS,
+                        evaluation_enabled=args.evaluation != "off",
                         evaluation_leader="process" if args.evaluation == "process"
                         else "worker")
     create_topics(s)
@@ -303,8 +360,9 @@ def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, An
     crashed = None
     try:
         crashed = sample_until_done(sampler, producer, worker, args)
-        final_stats = worker.stats()
+        final_stats = settled_stats(worker)
         state = live_state(s)
+        consistency = changelog_vs_memory(state, final_stats, settled_stats(worker))
     finally:
         lag.close()
         worker.stop()
@@ -324,6 +382,7 @@ def run(args: argparse.Namespace, work: Path, broker: OwnBroker) -> dict[str, An
         "evaluator_rss": (None if evaluator is None
                           else evaluator_growth(samples, warmup_s)),
         "lag_s": {**summarize(lags), "final": lags[-1] if lags else None},
+        "changelog_vs_memory": consistency,
         "state": {"live": state, "local_store_bytes_end": samples[-1]["local_store_bytes"],
                   "changelog_disk_bytes_end": samples[-1]["changelog_disk_bytes"],
                   "stats_end": {k: v for k, v in (final_stats or {}).items()
@@ -391,11 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def judge(doc: dict[str, Any]) -> bool:
-        return doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
+        return (doc["worker_crashed"] is None and doc["events_in"]["produce_errors"] == 0
+                and bool((doc.get("changelog_vs_memory") or {}).get("match")))
 
     def summary(doc: dict[str, Any]) -> dict[str, Any]:
         return {"ok": doc["ok"], "rss": doc.get("rss", {}), "state_keys": doc.get("state_keys"),
                 "evaluator_rss": doc.get("evaluator_rss"), "lag_s": doc.get("lag_s"),
+                "changelog_vs_memory": doc.get("changelog_vs_memory"),
                 "state": {k: v for k, v in doc.get("state", {}).items() if k != "stats_end"}}
 
     return run_on_own_broker("soak", args, lambda work, broker: run(args, work, broker),
