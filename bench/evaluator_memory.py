@@ -33,12 +33,13 @@ DAY_MS = 86_400_000
 
 def sizes(ev: Evaluator) -> dict[str, Any]:
     """Entries of the structures that hold per-label state, summed over models."""
-    models = ev.models.values()
+    models = list(ev.models.values())
+    # every model has the same windows, in the config's order
+    names = [w.name for w in models[0].windows] if models else []
     return {
         "cumulative_score_counts": sum(len(m.scores.counts) for m in models),
-        "window_score_counts": {w.name: sum(len(mw.scores.counts) for m in models
-                                            for mw in m.windows if mw.name == w.name)
-                                for w in next(iter(models)).windows} if ev.models else {},
+        "window_score_counts": {name: sum(len(m.windows[i].scores.counts) for m in models)
+                                for i, name in enumerate(names)},
         "tile_score_counts": sum(len(t.scores.counts) for m in models
                                  for t in m.tiles.values()),
         "dedupe_ids": sum(len(s) for s in ev._seen.values()),
