@@ -97,7 +97,7 @@ class Pipelined:
 
     def __init__(self, txn: Transactions) -> None:
         self.txn = txn
-        self._inflight: tuple[Future[float], Batch] | None = None
+        self._inflight: tuple[Future[Committed], Batch] | None = None
 
     @property
     def busy(self) -> bool:
@@ -106,22 +106,24 @@ class Pipelined:
 
     def submit(self, batch: Batch) -> None:
         """Begin committing ``batch`` (after :meth:`settle`: one in flight at a time)."""
-        future: Future[float] = Future()
+        future: Future[Committed] = Future()
+        submitted = time.time()
 
         def run() -> None:
             try:
                 self.txn.commit(batch.result.outputs, batch.result.deltas, batch.offsets,
                                 batch.group_metadata)
-                future.set_result(time.time())
+                future.set_result(Committed(submitted, time.time(), self.txn.last_phases_ms))
             except BaseException as exc:
                 future.set_exception(exc)
 
         threading.Thread(target=run, name="freshet-commit", daemon=True).start()
         self._inflight = (future, batch)
 
-    def settle(self) -> tuple[Batch, float] | None:
-        """Wait for the transaction in flight: (its batch, when it committed), or None
-        with none in flight; :class:`TransactionAborted` if it was aborted or got stuck."""
+    def settle(self) -> tuple[Batch, Committed] | None:
+        """Wait for the transaction in flight: (its batch, when it was submitted and
+        committed), or None with none in flight; :class:`TransactionAborted` if it was
+        aborted or got stuck."""
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return None
@@ -133,15 +135,31 @@ class Pipelined:
             raise TransactionAborted("stuck") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """When a batch's transaction was submitted and committed (wall-clock s), and its
+    phases in ms (:attr:`Transactions.last_phases_ms`)."""
+
+    submitted: float
+    committed: float
+    phases_ms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
 @dataclass(slots=True)
 class BatchSizes:
     """Events per processed batch (how the worker sized them: backlog vs caught up), the
     time a batch spent being processed and committed, and when input first came.
 
+    A batch's commit time (processed -> committed) is split into its wait for the
+    transaction before it (``queue``) and its own transaction's phases: ``produce``
+    (begin and every record handed to librdkafka), ``offsets`` (the input offsets
+    added), ``end`` (the commit: the last records delivered, then the coordinator).
+
     >>> b = BatchSizes()
-    >>> b.add(10, 0.0, 0.5, 0.6)
-    >>> b.as_dict()["max"], round(b.as_dict()["commit_ms_p50"])
-    (10, 100)
+    >>> b.add(10, 0.0, 0.5, Committed(0.52, 0.6, (30.0, 20.0, 30.0)))
+    >>> d = b.as_dict()
+    >>> d["max"], round(d["commit_ms_p50"]), round(d["queue_ms_p50"]), d["end_ms_p50"]
+    (10, 100, 20, 30.0)
     """
 
     batches: int = 0
@@ -152,11 +170,11 @@ class BatchSizes:
     #: wall-clock seconds when the first batch with input began, and the last one ended
     first_started: float | None = None
     last_ended: float | None = None
-    #: recent (process, commit) durations in ms
-    recent: list[tuple[float, float]] = field(default_factory=list)
+    #: recent (process, commit, queue, produce, offsets, end) durations in ms
+    recent: list[tuple[float, ...]] = field(default_factory=list)
 
-    def add(self, n: int, started: float, processed: float, committed: float) -> None:
-        """Count a batch of ``n`` input records (wall-clock seconds of its three steps)."""
+    def add(self, n: int, started: float, processed: float, done: Committed) -> None:
+        """Count a batch of ``n`` input records (wall-clock seconds of its steps)."""
         self.batches += 1
         self.events += n
         self.last = n
@@ -164,22 +182,26 @@ class BatchSizes:
         self.smallest = n if self.smallest is None else min(self.smallest, n)
         if self.first_started is None:
             self.first_started = started
-        self.last_ended = committed
-        self.recent.append(((processed - started) * 1000, (committed - processed) * 1000))
+        self.last_ended = done.committed
+        self.recent.append(((processed - started) * 1000, (done.committed - processed) * 1000,
+                            (done.submitted - processed) * 1000, *done.phases_ms))
         if len(self.recent) > 1000:
             del self.recent[:500]
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         mean = self.events / self.batches if self.batches else None
+        out: dict[str, Any] = {"batches": self.batches, "min": self.smallest,
+                               "max": self.largest, "mean": mean, "last": self.last,
+                               "first_started": self.first_started,
+                               "last_ended": self.last_ended}
+        for i, name in enumerate(_DURATIONS):
+            values = sorted(r[i] for r in self.recent)
+            for q in (50, 99):
+                out[f"{name}_ms_p{q}"] = (values[int(q / 100 * (len(values) - 1))]
+                                          if values else None)
+        return out
 
-        def p(values: list[float], q: float) -> float | None:
-            return sorted(values)[int(q * (len(values) - 1))] if values else None
 
-        process = [a for a, _ in self.recent]
-        commit = [b for _, b in self.recent]
-        return {"batches": self.batches, "min": self.smallest, "max": self.largest,
-                "mean": mean, "last": self.last, "first_started": self.first_started,
-                "last_ended": self.last_ended, "process_ms_p50": p(process, 0.5),
-                "process_ms_p99": p(process, 0.99), "commit_ms_p50": p(commit, 0.5),
-                "commit_ms_p99": p(commit, 0.99)}
+#: the durations :class:`BatchSizes` keeps per batch, in the order of ``recent``
+_DURATIONS = ("process", "commit", "queue", "produce", "offsets", "end")

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from engine import Result
-from streams.batches import Batch, Pending, Pipelined
+from streams.batches import Batch, BatchSizes, Committed, Pending, Pipelined
 from streams.transactions import TransactionAborted
 
 KINDS = {"preds": "predictions", "clicks": "clicks", "snaps": "item_snapshots",
@@ -88,6 +88,7 @@ class FakeTxn:
     """Commits (once ``release`` is set, when given) or raises ``error``."""
 
     stuck_s = 0.5
+    last_phases_ms = (1.5, 2.5, 3.5)
 
     def __init__(self, error: BaseException | None = None,
                  release: threading.Event | None = None) -> None:
@@ -125,6 +126,8 @@ def test_pipelined_settles_one_transaction(txn: FakeTxn, outcome: str) -> None:
     if outcome == "committed":
         done = commits.settle()
         assert done is not None and done[0] is b and txn.committed == [b.offsets]
+        assert done[1].phases_ms == txn.last_phases_ms
+        assert done[1].submitted <= done[1].committed
     else:
         with pytest.raises(TransactionAborted):
             commits.settle()
@@ -132,3 +135,29 @@ def test_pipelined_settles_one_transaction(txn: FakeTxn, outcome: str) -> None:
     assert not commits.busy and commits.settle() is None  # settled once
     if txn.release is not None:
         txn.release.set()
+
+
+def test_batch_sizes_split_each_commit_into_its_wait_and_phases() -> None:
+    rng = random.Random(11)
+    sizes = BatchSizes()
+    rows = []
+    for _ in range(257):
+        started = rng.uniform(0, 100)
+        processed = started + rng.uniform(0, 0.5)
+        submitted = processed + rng.uniform(0, 0.2)
+        phases = (rng.uniform(0, 50), rng.uniform(0, 50), rng.uniform(0, 50))
+        committed = submitted + sum(phases) / 1000
+        n = rng.randrange(1, 5000)
+        sizes.add(n, started, processed, Committed(submitted, committed, phases))
+        rows.append((n, [(processed - started) * 1000, (committed - processed) * 1000,
+                         (submitted - processed) * 1000, *phases]))
+    got = sizes.as_dict()
+    counts = [n for n, _ in rows]
+    assert (got["batches"], got["min"], got["max"], got["last"]) == (
+        len(rows), min(counts), max(counts), counts[-1])
+    assert got["mean"] == pytest.approx(sum(counts) / len(counts))
+    # the oracle: nearest-rank percentiles (index q * (n - 1)) over the kept batches
+    for i, name in enumerate(("process", "commit", "queue", "produce", "offsets", "end")):
+        values = sorted(r[i] for _, r in rows)
+        for q in (50, 99):
+            assert got[f"{name}_ms_p{q}"] == pytest.approx(values[int(q / 100 * 256)])
