@@ -62,11 +62,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from freshet.memory_trim import limit_arenas
     from freshet.topics import create_topics
     from streams.app import create_app
     from streams.startup import StartupError, prepare_worker
 
     settings = _settings()
+    limit_arenas(settings.malloc_arena_max)  # before any client starts its threads
     try:
         lock = prepare_worker(settings)  # the data folder is ours, the broker answers
     except StartupError as exc:
@@ -88,12 +90,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import threading
 
     from freshet.gc_tuning import tune_gc
-    from freshet.memory_trim import start_trimming
+    from freshet.memory_trim import limit_arenas, start_trimming
     from freshet.topics import create_topics
     from streams.evaluation import EvaluationStage
     from streams.startup import FolderLock, StartupError, wait_for_broker
 
     settings = _settings()
+    limit_arenas(settings.malloc_arena_max)  # before any client starts its threads
     logging.basicConfig(level=(args.loglevel or settings.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lock = FolderLock(settings.data_dir / "evaluation" / "evaluator.lock", "evaluator")

@@ -96,6 +96,8 @@ class Settings:
     gc_young_threshold: int = 50_000
     #: ms between malloc_trim(0) calls giving freed native memory back (0: never)
     malloc_trim_interval_ms: int = 30_000
+    #: glibc malloc arenas at most (0: glibc's default, 8 per core)
+    malloc_arena_max: int = 2
     linger_ms: int = 5
     session_timeout_ms: int = 10_000
     broker_wait_ms: int = 60_000
@@ -175,6 +177,8 @@ class Settings:
              "must be 0..10000 (ms between the starts of a caught-up worker's batches)")
         need(100 <= self.gc_young_threshold <= 10_000_000, "GC_YOUNG_THRESHOLD",
              "must be in [100, 10000000] (700 is CPython's default)")
+        need(0 <= self.malloc_arena_max <= 1024, "MALLOC_ARENA_MAX",
+             "must be 0..1024 (0: glibc's default)")
         need(self.malloc_trim_interval_ms == 0
              or 1_000 <= self.malloc_trim_interval_ms <= 3_600_000, "MALLOC_TRIM_INTERVAL_MS",
              "must be 0 (never) or 1000..3600000 (ms between trims of freed memory)")

@@ -322,8 +322,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.examples] if args.examples else None
     if files is not None and args.until_end:
         raise SystemExit("freshet train: --until-end is for the topic; files always end")
-    from freshet.memory_trim import start_trimming
+    from freshet.memory_trim import limit_arenas, start_trimming
 
+    limit_arenas(settings.malloc_arena_max)
     start_trimming(settings.malloc_trim_interval_ms)
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}

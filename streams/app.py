@@ -26,7 +26,7 @@ import faust
 
 from features.catalog import Catalog
 from freshet.gc_tuning import tune_gc
-from freshet.memory_trim import start_trimming
+from freshet.memory_trim import limit_arenas, start_trimming
 from freshet.settings import Settings
 from streams.evaluation import EvaluationStage
 from streams.views import register_views
@@ -124,7 +124,8 @@ def __getattr__(name: str) -> Any:
             from streams.startup import prepare_worker
 
             settings = Settings.from_env()
-            lock = prepare_worker(settings)  # as `freshet worker` does
+            limit_arenas(settings.malloc_arena_max)  # as `freshet worker` does
+            lock = prepare_worker(settings)
             create_topics(settings)
             _app = create_app(settings)
             _app.freshet_lock = lock  # type: ignore[attr-defined]

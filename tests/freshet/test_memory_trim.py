@@ -90,3 +90,44 @@ def test_rss_is_read_and_settings_default_to_thirty_seconds() -> None:
     assert rss is not None and rss > 10 * 2**20  # a Python process with its imports
     assert Settings().malloc_trim_interval_ms == 30_000
     assert Settings.from_env({"FRESHET_MALLOC_TRIM_INTERVAL_MS": "0"}).malloc_trim_interval_ms == 0
+
+
+# Eight threads allocating at once, each holding its blocks until all have allocated
+# (so none can take over another's free arena); glibc's malloc_stats() then prints one
+# "Arena N:" section per arena to stderr.
+_ARENAS = """
+import ctypes, ctypes.util, sys, threading
+sys.path.insert(0, {root!r})
+from freshet.memory_trim import limit_arenas
+applied = limit_arenas({cap})
+barrier = threading.Barrier(8)
+def work():
+    blocks = [bytearray(4096) for _ in range(200)]
+    barrier.wait()
+    del blocks
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("applied" if applied else "not applied", flush=True)
+ctypes.CDLL(ctypes.util.find_library("c")).malloc_stats()
+"""
+
+
+@pytest.mark.parametrize(("cap", "most"), [(0, None), (1, 1), (2, 2)])
+def test_the_arena_cap_bounds_the_arenas_threads_make(cap: int, most: int | None) -> None:
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", _ARENAS.format(root=root, cap=cap)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    arenas = sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+    assert out.stdout.strip() == ("applied" if cap else "not applied")
+    if most is None:  # glibc's default: the concurrent threads got arenas of their own
+        assert arenas >= 4, out.stderr
+    else:
+        assert 1 <= arenas <= most, out.stderr
+
+
+def test_a_negative_arena_cap_is_refused() -> None:
+    from freshet.memory_trim import limit_arenas
+
+    with pytest.raises(ValueError, match="arenas must be >= 0"):
+        limit_arenas(-1)
