@@ -88,9 +88,6 @@ class Settings:
     commit_interval_ms: int = 100
     #: a caught-up worker begins a batch (and its transaction) at most this often
     batch_min_interval_ms: int = 100
-    #: a caught-up worker gathers input while a transaction commits and processes it
-    #: to be ready as that transaction ends (else: at once, then waits for the commit)
-    batch_just_in_time: bool = False
     batch_max_events: int = 20_000
     #: allocations between the garbage collector's young collections (CPython: 700)
     gc_young_threshold: int = 50_000

@@ -98,9 +98,6 @@ class Pipelined:
     def __init__(self, txn: Transactions) -> None:
         self.txn = txn
         self._inflight: tuple[Future[Committed], Batch] | None = None
-        self._submitted = 0.0  # monotonic s when the transaction in flight was submitted
-        #: recent transactions' time from submission to commit, smoothed (s; None: none yet)
-        self.commit_s: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -122,14 +119,6 @@ class Pipelined:
 
         threading.Thread(target=run, name="freshet-commit", daemon=True).start()
         self._inflight = (future, batch)
-        self._submitted = time.monotonic()
-
-    def expected_end(self) -> float | None:
-        """When (monotonic s) the transaction in flight should commit, from recent ones;
-        None with none in flight, none measured yet, or this one already ended."""
-        if self._inflight is None or self.commit_s is None or self._inflight[0].done():
-            return None
-        return self._submitted + self.commit_s
 
     def settle(self) -> tuple[Batch, Committed] | None:
         """Wait for the transaction in flight: (its batch, when it was submitted and
@@ -140,13 +129,10 @@ class Pipelined:
             return None
         future, batch = inflight
         try:
-            done = future.result(timeout=self.txn.stuck_s)
+            return batch, future.result(timeout=self.txn.stuck_s)
         except FutureTimeout:
             self.txn.replace_stuck()
             raise TransactionAborted("stuck") from None
-        took = done.committed - done.submitted
-        self.commit_s = took if self.commit_s is None else 0.8 * self.commit_s + 0.2 * took
-        return batch, done
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,6 @@ class Worker(Loop):
         self.states: PartitionStates | None = None  # opened by run()
         self._last_mark = time.monotonic()
         self._batch_began = 0.0  # monotonic s when the last batch began collecting
-        self._process_s: float | None = None  # recent batches' processing time, smoothed
 
         self._assigned: set[Part] = set()
         self._to_restore: set[Part] = set()
@@ -180,9 +179,6 @@ class Worker(Loop):
                 self.states.committed(batch.result.deltas)
             if batch.count:
                 self.batch_sizes.add(batch.count, batch.started, batch.processed, committed)
-                took = batch.processed - batch.started
-                self._process_s = took if self._process_s is None else (
-                    0.8 * self._process_s + 0.2 * took)
         return True
 
     def _mark(self, only: set[Part] | None = None) -> None:
@@ -334,14 +330,11 @@ class Worker(Loop):
         # caught up (less than a full batch there): gather for the rest of the minimum
         # interval since the last batch began, so a trickle of records makes a few
         # batches (transactions) a second, not one per commit round trip
-        until = self._batch_began + self.settings.batch_min_interval_ms / 1000.0
-        if self.settings.batch_just_in_time and len(msgs) < self.settings.batch_max_events:
-            msgs = self._gather(msgs, until)
-        else:
-            wait_s = until - time.monotonic()
-            if wait_s > 0 and len(msgs) < self.settings.batch_max_events:
-                self._stop.wait(wait_s)
-                msgs += self._consume(0)
+        wait_s = (self._batch_began + self.settings.batch_min_interval_ms / 1000.0
+                  - time.monotonic())
+        if wait_s > 0 and len(msgs) < self.settings.batch_max_events:
+            self._stop.wait(wait_s)
+            msgs += self._consume(0)
         self._batch_began = time.monotonic()
         if not msgs and not self.commits.busy:
             deadline = time.monotonic() + self.settings.commit_interval_ms / 1000.0
@@ -361,22 +354,6 @@ class Worker(Loop):
         pending.take(msgs, self._topic_kind, self.users, self.items)
         past_markers(pending.offsets, self.group, self.names["predictions"], self.follow.consumer)
         return pending
-
-    def _gather(self, msgs: list[Any], until: float) -> list[Any]:
-        """Consume more until ``until`` (monotonic s) and, with a transaction in flight,
-        until it should end less a batch's processing time (this batch's records wait
-        for it anyway: gathered late, they are fresher when it ends), or until a full
-        batch, that transaction's end or a stop."""
-        while len(msgs) < self.settings.batch_max_events and not self._stop.is_set():
-            now = time.monotonic()
-            end = self.commits.expected_end()  # None once it has ended
-            ready = (now if end is None or self._process_s is None
-                     else end - self._process_s)
-            left = max(until, ready) - now
-            if left <= 0:
-                break
-            msgs += self._consume(min(left, POLL_S))
-        return msgs
 
     def _caught_up(self, p: int) -> Callable[[str], bool]:
         def caught_up(source: str) -> bool:

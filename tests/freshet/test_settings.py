@@ -51,7 +51,6 @@ def test_env_overrides_and_prefix() -> None:
     ({"FRESHET_MALLOC_TRIM_INTERVAL_MS": "-1"}, "FRESHET_MALLOC_TRIM_INTERVAL_MS: must be 0"),
     ({"FRESHET_MALLOC_ARENA_MAX": "-1"}, "FRESHET_MALLOC_ARENA_MAX: must be 0..1024"),
     ({"FRESHET_MALLOC_ARENA_MAX": "2000"}, "FRESHET_MALLOC_ARENA_MAX: must be 0..1024"),
-    ({"FRESHET_BATCH_JUST_IN_TIME": "maybe"}, "FRESHET_BATCH_JUST_IN_TIME: 'maybe' is not"),
     ({"FRESHET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FRESHET_KAFKA_SASL_USERNAME:"),
     ({"FRESHET_WEB_ENABLED": "maybe"}, "FRESHET_WEB_ENABLED: 'maybe' is not a valid boolean"),
 ])
