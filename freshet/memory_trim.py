@@ -18,7 +18,7 @@ arenas, set first thing in a process (:func:`limit_arenas`): with one arena per
 thread that ever allocated (librdkafka's, the commit thread, the web server's) each
 climbs to its own high-water mark, and freed memory in one is no use to another. In
 the 30-minute soak the worker grew 11.2 % and 10.7 % after its warm-up with glibc's
-default and 4.6 % and 7.0 % with two arenas, ending ~34 MiB lower (``bench/soak.py``,
+default and 4.6 %, 7.0 % and 6.2 % with two arenas, ending ~35 MiB lower (``bench/soak.py``,
 see the README).
 """
 
