@@ -3,21 +3,21 @@
     .venv/bin/python bench/transaction_floor.py [--transactions 300] [--partitions 64]
                                                 [--config linger.ms=0 ...] [--json FILE]
 
-Starts a local broker on free loopback ports (``LocalKafka`` under ``var/``), makes
-16 output topics of ``--partitions / 16`` partitions and an input topic of 4, then,
-per ``--config`` (``-`` is the worker's own producer settings: linger.ms 5,
-retry.backoff.ms 10, acks all, idempotence, lz4; each config adds ``key=value,...``
-on top), runs ``--transactions`` transactions like a worker's: begin, 5 small records
-to every output partition, the input offsets (``send_offsets_to_transaction``),
-commit. The first 20 of each config are a warm-up. Reports p50 / p90 / p99 / max ms
-per config. Bounded, loopback only; the broker is stopped and its folder removed.
+Starts a local broker on free loopback ports (``bench._common.broker``: a
+``LocalKafka`` under ``var/``), makes 16 output topics of ``--partitions / 16``
+partitions and an input topic of 4, then, per ``--config`` (``-`` is the worker's own
+producer, ``streams.kafka.transactional_producer`` with the default settings; each
+config adds ``key=value,...`` on top), runs ``--transactions`` transactions like a
+worker's: begin, 5 small records to every output partition, the input offsets
+(``send_offsets_to_transaction``), commit. The first 20 of each config are a
+warm-up. Reports p50 / p90 / p99 / max ms (nearest rank) per config. Bounded, loopback
+only; the broker is stopped and its folder removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,25 +28,18 @@ sys.path[:] = [p for p in sys.path if p not in ("", str(Path(__file__).parent))]
 sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from bench._common import free_port  # noqa: E402
-from freshet.kafka_local.launcher import LocalKafka  # noqa: E402
+from bench._common import broker, create_topics, percentile  # noqa: E402
+from freshet.settings import Settings  # noqa: E402
+from streams.kafka import transactional_producer  # noqa: E402
 
 WARMUP = 20
-WORKER_PRODUCER = {"linger.ms": 5, "retry.backoff.ms": 10, "acks": "all",
-                   "enable.idempotence": True, "compression.type": "lz4"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def run_config(bootstrap: str, name: str, extra: dict[str, Any], n: int,
                topics: int, per_topic: int, group_metadata: Any) -> dict[str, Any]:
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"floor-{name}",
-                         **WORKER_PRODUCER, **extra})
+    worker = transactional_producer(Settings(bootstrap_servers=bootstrap))
+    producer = Producer({**worker, "transactional.id": f"floor-{name}", **extra})
     producer.init_transactions(30)
     times = []
     for i in range(n + WARMUP):
@@ -79,27 +72,19 @@ def main() -> None:
     if args.transactions <= 0 or args.partitions < 16:
         ap.error("--transactions must be > 0 and --partitions >= 16")
     configs = args.config or ["-", "linger.ms=0"]
-    home = ROOT / "var" / f"floor-kafka-{time.strftime('%H%M%S')}"
-    kafka = LocalKafka(home, port=free_port())
-    kafka.start()
     results = []
-    try:
+    with broker() as bootstrap:
         per_topic = args.partitions // 16
-        admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-        new = [NewTopic(f"floor-o{t}", per_topic, 1) for t in range(16)]
-        for future in admin.create_topics([*new, NewTopic("floor-in", 4, 1)]).values():
-            future.result(30)
-        consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "floor"})
+        create_topics(bootstrap, [f"floor-o{t}" for t in range(16)], partitions=per_topic)
+        create_topics(bootstrap, ["floor-in"], partitions=4)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "floor"})
         for name in configs:
             extra = {} if name == "-" else dict(kv.split("=", 1) for kv in name.split(","))
-            result = run_config(kafka.bootstrap, name, extra, args.transactions, 16,
+            result = run_config(bootstrap, name, extra, args.transactions, 16,
                                 per_topic, consumer.consumer_group_metadata())
             print(json.dumps(result), flush=True)
             results.append(result)
         consumer.close()
-    finally:
-        kafka.stop()
-        shutil.rmtree(home, ignore_errors=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"partitions": args.partitions, "results": results},

@@ -68,8 +68,7 @@ def limit_arenas(arenas: int) -> bool:
         raise ValueError(f"arenas must be >= 0, got {arenas}")
     if arenas == 0:
         return False
-    libc = _libc()
-    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -87,8 +86,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def _libc_trim() -> Callable[[], int] | None:
-    libc = _libc()
-    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
