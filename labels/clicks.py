@@ -83,12 +83,22 @@ class Clicks(EngineState):
 
     def _advance_clicks(self, watermark_ms: int) -> None:
         heap, held = self._heap, self._held
-        while heap and heap[0][0] <= watermark_ms:
-            due, _, _, seq = heapq.heappop(heap)
-            entry = held.get(seq)
-            if entry is None or entry.due_ms != due:
-                continue  # stale: moved or resolved
-            self._on_due_click(seq, entry)
+        # A run of clicks that each make a label positive is emitted in one call (one
+        # call per click was most of a replay's click cost); any other output flushes
+        # the run first. Shadows mirror their twin's records as they are made: not then.
+        self._batch_positives = (self.config.mode != MODE_OBSERVE_THEN_CORRECT
+                                 and not self.table.n_shadows)
+        try:
+            while heap and heap[0][0] <= watermark_ms:
+                due, _, _, seq = heapq.heappop(heap)
+                entry = held.get(seq)
+                if entry is None or entry.due_ms != due:
+                    continue  # stale: moved or resolved
+                self._on_due_click(seq, entry)
+        finally:
+            self._batch_positives = False
+        if self._positives:
+            self._flush_positives()
 
     def _on_due_click(self, seq: int, held: HeldClick) -> None:
         click = held.click
@@ -184,7 +194,12 @@ class Clicks(EngineState):
             return
         at = max(click.ts, ts)
         one = np.array([row], dtype=np.int64)
-        if cfg.mode != MODE_OBSERVE_THEN_CORRECT:
+        if self._batch_positives:
+            # emitted with the run (see _advance_clicks); what the next clicks read now
+            self._positives.append((row, at, at - ts))
+            table.final[row] = True
+            table.label[row] = 1
+        elif cfg.mode != MODE_OBSERVE_THEN_CORRECT:
             self._emit_bulk(one, 1, POSITIVE_KIND[cfg.mode], final=True,
                             label_ts=np.array([at]), delay=np.array([at - ts]))
         elif not table.observed[row] and click.ts < ts + cfg.observe_ms:

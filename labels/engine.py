@@ -73,7 +73,7 @@ from labels.pending import (
 )
 from labels.records import LabelRecord, LabelTail, training_example
 from labels.shadows import ShadowTwins
-from labels.state import CLOSE_KIND, I64, LabelOutput, OutputKind
+from labels.state import CLOSE_KIND, I64, POSITIVE_KIND, LabelOutput, OutputKind
 
 #: the names this module is known by (some are defined by its parts)
 __all__ = [
@@ -268,6 +268,8 @@ class LabelEngine(Clicks, ShadowTwins, Changelog):
         Column-wise: each field is gathered for all rows at once and the records are
         encoded in one call (a per-row loop here was the replay's largest cost).
         """
+        if self._positives:
+            self._flush_positives()
         n = len(rows)
         if n == 0:
             return
@@ -317,6 +319,12 @@ class LabelEngine(Clicks, ShadowTwins, Changelog):
             table.label[rows] = label
         if self._followers:
             self._mirror(rows, label, kind, final, label_ts, delay)
+
+    def _flush_positives(self) -> None:
+        held, self._positives = self._positives, []
+        rows, at, delay = (np.array(column, dtype=np.int64) for column in zip(*held, strict=True))
+        self._emit_bulk(rows, 1, POSITIVE_KIND[self.config.mode], final=True, label_ts=at,
+                        delay=delay)
 
     def _example(self, row: int, tail: bytes, final: bool | None = None) -> None:
         """The row's training example with label fields ``tail`` (``final``: whether

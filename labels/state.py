@@ -84,10 +84,16 @@ class EngineState(ABC):
         self._forget_after_example: set[int] = set()
         #: served row -> the shadow rows following its labels (linked, not final yet)
         self._followers: dict[int, list[int]] = {}
+        #: while due clicks are walked: positives made, emitted together (row, at, delay)
+        #: before any other output, so the records come out in the same order
+        self._positives: list[tuple[int, int, int]] = []
+        self._batch_positives = False
 
     # -- outputs --------------------------------------------------------------------
 
     def _out(self, kind: OutputKind, key: str, value: bytes) -> None:
+        if self._positives:
+            self._flush_positives()
         self._outputs.append(LabelOutput(kind, key, value))
 
     def take_outputs(self) -> list[LabelOutput]:
@@ -116,6 +122,10 @@ class EngineState(ABC):
     def _emit_bulk(self, rows: I64, label: int, kind: str, *, final: bool, label_ts: I64,
                    delay: I64 | None = None) -> None:
         """One label record (and example if due) per row (:mod:`labels.engine`)."""
+
+    @abstractmethod
+    def _flush_positives(self) -> None:
+        """Emit the positives held back while due clicks were walked (:mod:`labels.engine`)."""
 
     @abstractmethod
     def _push(self, seq: int) -> None:
